@@ -1,0 +1,117 @@
+//! Keyed state and timers of weir tasks.
+//!
+//! The host owns all state of a job: guests read and write it through the WIT contract, so
+//! it survives a new version of the code. A [`KeyedStateBackend`] holds the state of one
+//! operator in one subtask — every declared [`StateDescriptor`] for every key in the
+//! subtask's [`KeyGroupRange`] — together with its timers. State is addressed by
+//! `(state index, key group, key)`, so snapshots, restores and rescaling can work a key group
+//! at a time.
+//!
+//! ```
+//! use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
+//! use weir_state::{KeyedStateBackend, MemoryStateBackend, TimeDomain};
+//!
+//! let states = vec![StateDescriptor { name: "count".into(), kind: StateKind::Value, version: 1 }];
+//! let mut backend = MemoryStateBackend::new(states, KeyGroupRange::new(0, 128));
+//! backend.put_value(0, 7, b"alice", b"3");
+//! backend.with_value(0, 7, b"alice", &mut |v| assert_eq!(v, Some(&b"3"[..])));
+//! backend.register_timer(TimeDomain::EventTime, 7, b"alice", 1_000);
+//! let mut due = Vec::new();
+//! backend.pop_due_timers(TimeDomain::EventTime, 1_000, &mut due);
+//! assert_eq!(due[0].timestamp, 1_000);
+//! ```
+#![deny(missing_docs)]
+
+mod memory;
+
+pub use memory::MemoryStateBackend;
+use weir_core::{KeyGroupRange, StateDescriptor};
+
+/// Index of a state in its operator's declared descriptors.
+pub type StateIndex = u32;
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
+    /// Fires when the watermark reaches the timestamp.
+    EventTime,
+    /// Fires when the host's wall clock reaches the timestamp.
+    ProcessingTime,
+}
+
+/// A timer that is due.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer {
+    /// When it fires.
+    pub timestamp: i64,
+    /// Key group of its key.
+    pub key_group: u32,
+    /// The key it fires for.
+    pub key: Vec<u8>,
+}
+
+/// Keyed state and timers of one operator in one subtask.
+///
+/// Every method takes the key group explicitly (the caller has computed it to route the
+/// record), so a backend never hashes a key twice.
+pub trait KeyedStateBackend: Send {
+    /// The declared states, indexed by [`StateIndex`].
+    fn descriptors(&self) -> &[StateDescriptor];
+    /// The key groups this backend holds.
+    fn key_groups(&self) -> KeyGroupRange;
+
+    /// Calls `f` with the current value of a value state.
+    fn with_value(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    );
+    /// Sets a value state.
+    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]);
+    /// Clears a value state.
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
+
+    /// The elements of a list state.
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>>;
+    /// Appends to a list state.
+    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]);
+    /// Clears a list state.
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
+
+    /// One entry of a map state.
+    fn map_get(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> Option<Vec<u8>>;
+    /// Sets an entry of a map state.
+    fn map_put(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    );
+    /// Removes an entry of a map state.
+    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]);
+    /// All entries of a map state, ordered by user key bytes.
+    fn map_entries(&self, state: StateIndex, key_group: u32, key: &[u8])
+        -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// Clears a map state.
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
+
+    /// Registers a timer; registering the same (domain, key, timestamp) twice keeps one.
+    fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64);
+    /// Deletes a timer if it exists.
+    fn delete_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64);
+    /// Moves every timer of `domain` with timestamp `<= upto` into `out`, ordered by
+    /// (timestamp, key group, key).
+    fn pop_due_timers(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>);
+    /// The earliest timer of `domain`, if any.
+    fn next_timer(&self, domain: TimeDomain) -> Option<i64>;
+}

@@ -1,0 +1,279 @@
+//! The in-memory backend: hash maps per key group and state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::HashMap;
+use weir_core::{KeyGroupRange, StateDescriptor};
+
+use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer};
+
+/// State of one key group.
+#[derive(Debug, Default, Clone)]
+struct KeyGroupState {
+    /// Per state index.
+    values: Vec<HashMap<Vec<u8>, Vec<u8>>>,
+    lists: Vec<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
+    maps: Vec<HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+/// Keeps all keyed state and timers on the heap.
+#[derive(Debug)]
+pub struct MemoryStateBackend {
+    descriptors: Vec<StateDescriptor>,
+    range: KeyGroupRange,
+    groups: Vec<KeyGroupState>,
+    timers: [BTreeSet<Timer>; 2],
+}
+
+impl MemoryStateBackend {
+    /// An empty backend for `descriptors` over `range`.
+    pub fn new(descriptors: Vec<StateDescriptor>, range: KeyGroupRange) -> Self {
+        let n = descriptors.len();
+        let group = KeyGroupState {
+            values: vec![HashMap::new(); n],
+            lists: vec![HashMap::new(); n],
+            maps: vec![HashMap::new(); n],
+        };
+        MemoryStateBackend {
+            descriptors,
+            range,
+            groups: vec![group; range.len()],
+            timers: [BTreeSet::new(), BTreeSet::new()],
+        }
+    }
+
+    fn group(&self, key_group: u32) -> &KeyGroupState {
+        assert!(
+            self.range.contains(key_group),
+            "key group {key_group} is not in this backend's range {:?}",
+            self.range
+        );
+        &self.groups[(key_group - self.range.start) as usize]
+    }
+
+    fn group_mut(&mut self, key_group: u32) -> &mut KeyGroupState {
+        assert!(
+            self.range.contains(key_group),
+            "key group {key_group} is not in this backend's range {:?}",
+            self.range
+        );
+        &mut self.groups[(key_group - self.range.start) as usize]
+    }
+
+    fn timers(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
+        &mut self.timers[domain as usize]
+    }
+}
+
+impl KeyedStateBackend for MemoryStateBackend {
+    fn descriptors(&self) -> &[StateDescriptor] {
+        &self.descriptors
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn with_value(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) {
+        f(self.group(key_group).values[state as usize]
+            .get(key)
+            .map(Vec::as_slice))
+    }
+
+    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        let map = &mut self.group_mut(key_group).values[state as usize];
+        match map.get_mut(key) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                map.insert(key.to_vec(), value.to_vec());
+            }
+        }
+    }
+
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.group_mut(key_group).values[state as usize].remove(key);
+    }
+
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
+        self.group(key_group).lists[state as usize]
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        self.group_mut(key_group).lists[state as usize]
+            .entry_ref(key)
+            .or_default()
+            .push(value.to_vec());
+    }
+
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.group_mut(key_group).lists[state as usize].remove(key);
+    }
+
+    fn map_get(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.group(key_group).maps[state as usize]
+            .get(key)
+            .and_then(|m| m.get(user_key))
+            .cloned()
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) {
+        self.group_mut(key_group).maps[state as usize]
+            .entry_ref(key)
+            .or_default()
+            .insert(user_key.to_vec(), value.to_vec());
+    }
+
+    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
+        let maps = &mut self.group_mut(key_group).maps[state as usize];
+        if let Some(m) = maps.get_mut(key) {
+            m.remove(user_key);
+            if m.is_empty() {
+                maps.remove(key);
+            }
+        }
+    }
+
+    fn map_entries(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.group(key_group).maps[state as usize]
+            .get(key)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.group_mut(key_group).maps[state as usize].remove(key);
+    }
+
+    fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
+        let t = Timer {
+            timestamp,
+            key_group,
+            key: key.to_vec(),
+        };
+        self.timers(domain).insert(t);
+    }
+
+    fn delete_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
+        let t = Timer {
+            timestamp,
+            key_group,
+            key: key.to_vec(),
+        };
+        self.timers(domain).remove(&t);
+    }
+
+    fn pop_due_timers(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
+        let timers = self.timers(domain);
+        while let Some(first) = timers.first() {
+            if first.timestamp > upto {
+                break;
+            }
+            out.push(timers.pop_first().expect("not empty"));
+        }
+    }
+
+    fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
+        self.timers[domain as usize].first().map(|t| t.timestamp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_core::StateKind;
+
+    use super::*;
+
+    fn backend() -> MemoryStateBackend {
+        let d = |name: &str, kind| StateDescriptor {
+            name: name.into(),
+            kind,
+            version: 1,
+        };
+        MemoryStateBackend::new(
+            vec![
+                d("v", StateKind::Value),
+                d("l", StateKind::List),
+                d("m", StateKind::Map),
+            ],
+            KeyGroupRange::new(4, 8),
+        )
+    }
+
+    #[test]
+    fn state_is_scoped_by_key_group_and_key() {
+        let mut b = backend();
+        b.put_value(0, 4, b"k", b"1");
+        b.put_value(0, 5, b"k", b"2");
+        b.with_value(0, 4, b"k", &mut |v| assert_eq!(v, Some(&b"1"[..])));
+        b.with_value(0, 5, b"k", &mut |v| assert_eq!(v, Some(&b"2"[..])));
+        b.clear_value(0, 4, b"k");
+        b.with_value(0, 4, b"k", &mut |v| assert_eq!(v, None));
+        b.list_add(1, 6, b"k", b"a");
+        b.list_add(1, 6, b"k", b"b");
+        assert_eq!(b.list_get(1, 6, b"k"), vec![b"a".to_vec(), b"b".to_vec()]);
+        b.map_put(2, 7, b"k", b"x", b"1");
+        b.map_put(2, 7, b"k", b"a", b"2");
+        assert_eq!(b.map_get(2, 7, b"k", b"x"), Some(b"1".to_vec()));
+        assert_eq!(b.map_entries(2, 7, b"k")[0].0, b"a".to_vec());
+        b.map_remove(2, 7, b"k", b"x");
+        b.map_remove(2, 7, b"k", b"a");
+        assert!(b.map_entries(2, 7, b"k").is_empty());
+    }
+
+    #[test]
+    fn timers_fire_in_order_once() {
+        let mut b = backend();
+        b.register_timer(TimeDomain::EventTime, 4, b"b", 10);
+        b.register_timer(TimeDomain::EventTime, 4, b"a", 10);
+        b.register_timer(TimeDomain::EventTime, 4, b"a", 10);
+        b.register_timer(TimeDomain::EventTime, 5, b"a", 5);
+        b.register_timer(TimeDomain::EventTime, 5, b"a", 20);
+        b.register_timer(TimeDomain::ProcessingTime, 5, b"a", 1);
+        b.delete_timer(TimeDomain::EventTime, 5, b"a", 20);
+        let mut due = vec![];
+        b.pop_due_timers(TimeDomain::EventTime, 15, &mut due);
+        let got: Vec<_> = due.iter().map(|t| (t.timestamp, t.key.clone())).collect();
+        assert_eq!(
+            got,
+            vec![(5, b"a".to_vec()), (10, b"a".to_vec()), (10, b"b".to_vec())]
+        );
+        assert_eq!(b.next_timer(TimeDomain::EventTime), None);
+        assert_eq!(b.next_timer(TimeDomain::ProcessingTime), Some(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "not in this backend's range")]
+    fn foreign_key_groups_are_a_host_bug() {
+        backend().put_value(0, 9, b"k", b"v");
+    }
+}

@@ -1,0 +1,442 @@
+//! Unit-test operators natively with plain `cargo test`: no Wasm, no cluster.
+//!
+//! [`Harness`] runs a pipeline the way the host does — records in batch frames, keyed state
+//! and timers kept outside the guest code, timers fired as the watermark or processing time
+//! advance — so a test sees what a real run would.
+//!
+//! ```
+//! use weir::prelude::*;
+//! use weir::testing::Harness;
+//!
+//! const SUM: ValueState<i64> = ValueState::new("sum", 1);
+//!
+//! #[derive(Clone)]
+//! struct RunningSum;
+//!
+//! impl KeyedProcessFunction for RunningSum {
+//!     type Key = String;
+//!     type In = (String, i64);
+//!     type Out = (String, i64);
+//!     const STATE: &'static [StateDescriptor] = &[SUM.descriptor()];
+//!
+//!     fn process_element(&mut self, (k, v): (String, i64), ctx: &mut Context<'_, '_, String, (String, i64)>) -> Result<()> {
+//!         let sum = ctx.value(&SUM).get()?.unwrap_or(0) + v;
+//!         ctx.value(&SUM).set(&sum)?;
+//!         ctx.emit((k, sum))
+//!     }
+//! }
+//!
+//! let mut h = Harness::new(|input: DataStream<(String, i64)>| {
+//!     input.key_by(|r: &(String, i64)| r.0.clone()).process(RunningSum)
+//! }).unwrap();
+//! h.process(("a".into(), 2), Some(1)).unwrap();
+//! h.process(("a".into(), 3), Some(2)).unwrap();
+//! assert_eq!(h.take_output::<(String, i64)>().unwrap(), vec![("a".into(), 2), ("a".into(), 5)]);
+//! assert_eq!(h.value_state(&"a".to_string(), &SUM).unwrap(), Some(5));
+//! ```
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::{decode_postcard, encode_postcard, Data, SinkFormat};
+use crate::guest::{build_graph, open_chain, to_wit_plan};
+use crate::runtime::{BoxOp, CallResult, Chain, Reader, RunCx, StateAccess, NONE32, NO_TS};
+use crate::state::{StateDescriptor, StateKind, ValueState};
+use crate::stream::{DataStream, NodeKindDef, StreamEnv};
+use crate::stream::OutputTag;
+use crate::{Error, Result};
+
+/// A summary of a job's plan, for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanView {
+    /// Job name.
+    pub name: String,
+    /// (uid, name) of every node.
+    pub nodes: Vec<(String, String)>,
+    /// (source index, target index, side output) of every edge.
+    pub edges: Vec<(u32, u32, Option<String>)>,
+}
+
+/// Builds a job's graph natively and summarizes it.
+pub fn plan_of(
+    build: impl FnOnce(&mut StreamEnv) -> Result<()>,
+    args: &[(String, String)],
+) -> Result<PlanView> {
+    let env = build_graph(build, args)?;
+    let plan = to_wit_plan(&env.graph.borrow());
+    Ok(PlanView {
+        name: plan.name,
+        nodes: plan.nodes.into_iter().map(|n| (n.uid, n.name)).collect(),
+        edges: plan
+            .edges
+            .into_iter()
+            .map(|e| (e.source, e.target, e.side_output))
+            .collect(),
+    })
+}
+
+/// State the harness keeps in place of the host.
+#[derive(Default)]
+struct NativeState {
+    values: BTreeMap<(u32, Vec<u8>), Vec<u8>>,
+    lists: BTreeMap<(u32, Vec<u8>), Vec<Vec<u8>>>,
+    maps: BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl StateAccess for NativeState {
+    fn list_get(&mut self, state: u32, key: &[u8]) -> Vec<Vec<u8>> {
+        self.lists
+            .get(&(state, key.to_vec()))
+            .cloned()
+            .unwrap_or_default()
+    }
+    fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) {
+        self.lists
+            .entry((state, key.to_vec()))
+            .or_default()
+            .push(value.to_vec());
+    }
+    fn list_clear(&mut self, state: u32, key: &[u8]) {
+        self.lists.remove(&(state, key.to_vec()));
+    }
+    fn map_get(&mut self, state: u32, key: &[u8], user_key: &[u8]) -> Option<Vec<u8>> {
+        self.maps
+            .get(&(state, key.to_vec()))
+            .and_then(|m| m.get(user_key).cloned())
+    }
+    fn map_put(&mut self, state: u32, key: &[u8], user_key: &[u8], value: &[u8]) {
+        self.maps
+            .entry((state, key.to_vec()))
+            .or_default()
+            .insert(user_key.to_vec(), value.to_vec());
+    }
+    fn map_remove(&mut self, state: u32, key: &[u8], user_key: &[u8]) {
+        if let Some(m) = self.maps.get_mut(&(state, key.to_vec())) {
+            m.remove(user_key);
+        }
+    }
+    fn map_entries(&mut self, state: u32, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.maps
+            .get(&(state, key.to_vec()))
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+    fn map_clear(&mut self, state: u32, key: &[u8]) {
+        self.maps.remove(&(state, key.to_vec()));
+    }
+}
+
+/// Runs one chain of operators natively, as the host would.
+pub struct Harness<I> {
+    chain: Chain,
+    input: BoxOp<I>,
+    states: Vec<StateDescriptor>,
+    state: NativeState,
+    /// (timestamp, domain: 0 event / 1 processing, key)
+    timers: BTreeSet<(i64, u8, Vec<u8>)>,
+    watermark: i64,
+    processing_time: i64,
+    output: Vec<(String, Option<i64>, Vec<u8>)>,
+}
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_opt(b: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) => {
+            put_u32(b, v.len() as u32);
+            b.extend_from_slice(v);
+        }
+        None => put_u32(b, NONE32),
+    }
+}
+
+impl<I: Data> Harness<I> {
+    /// Builds the pipeline `build` makes from an input stream of `I`. Every operator it adds
+    /// must chain (no second `key_by`, `rebalance` or `union`).
+    pub fn new<O: Data>(build: impl FnOnce(DataStream<I>) -> DataStream<O>) -> Result<Self> {
+        Self::with_args(&[], |env| {
+            build(env.harness_input::<I>());
+        })
+    }
+
+    /// Like [`Harness::new`], with job arguments.
+    pub fn with_args(args: &[(String, String)], build: impl FnOnce(&mut StreamEnv)) -> Result<Self> {
+        let env = build_graph(
+            |env| {
+                build(env);
+                Ok(())
+            },
+            args,
+        )?;
+        let g = env.graph.borrow();
+        let nodes: Vec<u32> = (0..g.nodes.len() as u32)
+            .filter(|&i| matches!(g.nodes[i as usize].kind, NodeKindDef::Operator))
+            .collect();
+        let chain = open_chain(&g, &nodes).map_err(|f| {
+            Error::msg(format!("operator '{}': {}", f.operator, f.message))
+        })?;
+        let input_edge = g
+            .edges
+            .iter()
+            .position(|e| e.source == 0)
+            .ok_or_else(|| Error::msg("the pipeline does not read its input"))?;
+        let input: Box<dyn Any> = (g.edges[input_edge].writer)(input_edge as u32, SinkFormat::Postcard);
+        let input = *input
+            .downcast::<BoxOp<I>>()
+            .map_err(|_| Error::msg("input type mismatch"))?;
+        let head = nodes[0] as usize;
+        Ok(Harness {
+            chain,
+            input,
+            states: g.nodes[head].states.clone(),
+            state: NativeState::default(),
+            timers: BTreeSet::new(),
+            watermark: i64::MIN,
+            processing_time: 0,
+            output: Vec::new(),
+        })
+    }
+
+    /// The current watermark.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    fn value_slots(&self) -> Vec<u32> {
+        Chain::value_slots(&self.states)
+    }
+
+    fn key_table(&self, keys: &[Vec<u8>], frame: &mut Vec<u8>) {
+        put_u32(frame, keys.len() as u32);
+        for k in keys {
+            put_opt(frame, Some(k));
+            for s in self.value_slots() {
+                let v = self.state.values.get(&(s, k.clone()));
+                put_opt(frame, v.map(Vec::as_slice));
+            }
+        }
+    }
+
+    fn apply(&mut self, keys: &[Vec<u8>], r: CallResult) -> Result<()> {
+        let bad = |e: String| Error::msg(format!("malformed result: {e}"));
+        let mut w = Reader::new(&r.state_writes);
+        while !r.state_writes.is_empty() && w_pos(&w) < r.state_writes.len() {
+            let key = w.u32().map_err(bad)? as usize;
+            let state = w.u32().map_err(bad)?;
+            let n = w.u32().map_err(bad)?;
+            let k = (state, keys[key].clone());
+            if n == NONE32 {
+                self.state.values.remove(&k);
+            } else {
+                let mut v = vec![0; n as usize];
+                for b in v.iter_mut() {
+                    *b = w.u8().map_err(bad)?;
+                }
+                self.state.values.insert(k, v);
+            }
+        }
+        let mut t = Reader::new(&r.timer_ops);
+        while w_pos(&t) < r.timer_ops.len() {
+            let op = t.u8().map_err(bad)?;
+            let key = keys[t.u32().map_err(bad)? as usize].clone();
+            let ts = t.i64().map_err(bad)?;
+            let entry = (ts, op / 2, key);
+            if op % 2 == 0 {
+                self.timers.insert(entry);
+            } else {
+                self.timers.remove(&entry);
+            }
+        }
+        let mut o = Reader::new(&r.output);
+        while w_pos(&o) < r.output.len() {
+            let edge = o.u32().map_err(bad)?;
+            let ts = o.i64().map_err(bad)?;
+            let _key = o.opt_range().map_err(bad)?;
+            let value = o.bytes().map_err(bad)?.to_vec();
+            self.output.push((
+                format!("edge-{edge}"),
+                (ts != NO_TS).then_some(ts),
+                value,
+            ));
+        }
+        Ok(())
+    }
+
+    fn check(r: std::result::Result<CallResult, crate::runtime::Failure>) -> Result<CallResult> {
+        r.map_err(|f| Error::msg(format!("operator '{}' failed: {}", f.operator, f.message)))
+    }
+
+    /// Processes one record with an optional event timestamp.
+    pub fn process(&mut self, value: I, timestamp: Option<i64>) -> Result<()> {
+        // Encode the record as the upstream operator would (key included).
+        let mut none = NativeState::default();
+        let mut cx = RunCx::new(&[], &mut none);
+        cx.ts = timestamp;
+        self.input
+            .element(value, &mut cx)
+            .map_err(|f| Error::msg(f.message))?;
+        let out = std::mem::take(&mut cx.out);
+        drop(cx);
+        let mut r = Reader::new(&out);
+        let bad = |e: String| Error::msg(e);
+        let edge = r.u32().map_err(bad)?;
+        let ts = r.i64().map_err(bad)?;
+        let key = r.opt_range().map_err(bad)?;
+        let value = r.bytes().map_err(bad)?;
+        let key = key.map(|(s, l)| out[s as usize..(s + l) as usize].to_vec());
+        let keys: Vec<Vec<u8>> = key.into_iter().collect();
+        let mut frame = Vec::new();
+        self.key_table(&keys, &mut frame);
+        put_u32(&mut frame, 1);
+        put_u32(&mut frame, edge);
+        put_u32(&mut frame, if keys.is_empty() { NONE32 } else { 0 });
+        frame.extend_from_slice(&ts.to_le_bytes());
+        put_opt(&mut frame, Some(value));
+        let r = Self::check(self.chain.process(
+            &frame,
+            self.watermark,
+            self.processing_time,
+            &mut self.state,
+            Some(&mut self.output),
+        ))?;
+        self.apply(&keys, r)
+    }
+
+    fn fire(&mut self, domain: u8, upto: i64) -> Result<()> {
+        loop {
+            let due: Vec<_> = self
+                .timers
+                .iter()
+                .filter(|(ts, d, _)| *d == domain && *ts <= upto)
+                .cloned()
+                .collect();
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let mut body = Vec::new();
+            for t in &due {
+                self.timers.remove(t);
+                let k = match keys.iter().position(|k| *k == t.2) {
+                    Some(k) => k,
+                    None => {
+                        keys.push(t.2.clone());
+                        keys.len() - 1
+                    }
+                };
+                put_u32(&mut body, k as u32);
+                body.push(domain);
+                body.extend_from_slice(&t.0.to_le_bytes());
+            }
+            let mut frame = Vec::new();
+            self.key_table(&keys, &mut frame);
+            put_u32(&mut frame, due.len() as u32);
+            frame.extend_from_slice(&body);
+            let r = Self::check(self.chain.on_timers(
+                &frame,
+                self.watermark,
+                self.processing_time,
+                &mut self.state,
+                Some(&mut self.output),
+            ))?;
+            self.apply(&keys, r)?;
+        }
+    }
+
+    /// Advances event time: fires every event-time timer at or below `watermark`.
+    pub fn advance_watermark(&mut self, watermark: i64) -> Result<()> {
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            self.fire(0, watermark)?;
+        }
+        Ok(())
+    }
+
+    /// Advances processing time: fires every processing-time timer at or below `now`.
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<()> {
+        if now > self.processing_time {
+            self.processing_time = now;
+            self.fire(1, now)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the input: final watermark, then every operator's `finish`.
+    pub fn finish(&mut self) -> Result<()> {
+        self.advance_watermark(i64::MAX)?;
+        let r = Self::check(self.chain.finish(
+            self.watermark,
+            self.processing_time,
+            &mut self.state,
+            Some(&mut self.output),
+        ))?;
+        self.apply(&[], r)
+    }
+
+    /// Takes the main output so far.
+    pub fn take_output<O: Data>(&mut self) -> Result<Vec<O>> {
+        Ok(self
+            .take_output_with_timestamps::<O>()?
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect())
+    }
+
+    /// Takes the main output so far, with each record's timestamp.
+    pub fn take_output_with_timestamps<O: Data>(&mut self) -> Result<Vec<(O, Option<i64>)>> {
+        self.take_named("")
+    }
+
+    /// Takes what was sent to side output `tag` so far.
+    pub fn take_side_output<S: Data>(&mut self, tag: &OutputTag<S>) -> Result<Vec<S>> {
+        Ok(self
+            .take_named::<S>(tag.name())?
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect())
+    }
+
+    fn take_named<O: Data>(&mut self, name: &str) -> Result<Vec<(O, Option<i64>)>> {
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.output).into_iter().partition(|(n, _, _)| n == name);
+        self.output = rest;
+        mine.into_iter()
+            .map(|(_, ts, b)| Ok((decode_postcard(&b)?, ts)))
+            .collect()
+    }
+
+    /// The value state `state` holds for `key`.
+    pub fn value_state<K: Data, T: Data>(&self, key: &K, state: &ValueState<T>) -> Result<Option<T>> {
+        let i = self
+            .states
+            .iter()
+            .position(|s| s.name == state.name() && s.kind == StateKind::Value)
+            .ok_or_else(|| Error::msg(format!("no value state '{}'", state.name())))?;
+        let mut k = Vec::new();
+        encode_postcard(key, &mut k);
+        self.state
+            .values
+            .get(&(i as u32, k))
+            .map(|b| decode_postcard(b))
+            .transpose()
+    }
+
+    /// Number of pending timers (event and processing time).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+fn w_pos(r: &Reader<'_>) -> usize {
+    r.position()
+}
+
+impl StreamEnv {
+    /// An input stream fed by the test harness.
+    fn harness_input<I: Data>(&self) -> DataStream<I> {
+        self.connector_source("harness-input", "harness", vec![], decode_postcard::<I>)
+    }
+}
