@@ -173,9 +173,10 @@ pub(crate) fn open_chain(g: &GraphDef, nodes: &[u32]) -> std::result::Result<Cha
                 (tag, out)
             })
             .collect();
-        let instantiate = node.instantiate.as_ref().ok_or_else(|| {
-            Failure::new(&uid(n), "is a host connector, not a guest operator")
-        })?;
+        let instantiate = node
+            .instantiate
+            .as_ref()
+            .ok_or_else(|| Failure::new(&uid(n), "is a host connector, not a guest operator"))?;
         downstream = instantiate(NodeOpen {
             uid: uid(n),
             states: node.states.clone(),
@@ -231,7 +232,9 @@ impl StateAccess for HostState {
     }
 }
 
-fn to_wit_result(r: std::result::Result<CallResult, Failure>) -> std::result::Result<w::BatchResult, w::OperatorError> {
+fn to_wit_result(
+    r: std::result::Result<CallResult, Failure>,
+) -> std::result::Result<w::BatchResult, w::OperatorError> {
     r.map(|c| w::BatchResult {
         output: c.output,
         state_writes: c.state_writes,
@@ -296,7 +299,13 @@ impl<J: JobDefinition> job::GuestChain for ChainResource<J> {
         ctx: w::CallContext,
     ) -> std::result::Result<w::BatchResult, w::OperatorError> {
         let mut chain = self.chain.borrow_mut();
-        to_wit_result(chain.process(&frame, ctx.watermark, ctx.processing_time, &mut HostState, None))
+        to_wit_result(chain.process(
+            &frame,
+            ctx.watermark,
+            ctx.processing_time,
+            &mut HostState,
+            None,
+        ))
     }
 
     fn on_timers(
@@ -305,7 +314,13 @@ impl<J: JobDefinition> job::GuestChain for ChainResource<J> {
         ctx: w::CallContext,
     ) -> std::result::Result<w::BatchResult, w::OperatorError> {
         let mut chain = self.chain.borrow_mut();
-        to_wit_result(chain.on_timers(&frame, ctx.watermark, ctx.processing_time, &mut HostState, None))
+        to_wit_result(chain.on_timers(
+            &frame,
+            ctx.watermark,
+            ctx.processing_time,
+            &mut HostState,
+            None,
+        ))
     }
 
     fn finish(&self, ctx: w::CallContext) -> std::result::Result<w::BatchResult, w::OperatorError> {

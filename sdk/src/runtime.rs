@@ -346,7 +346,10 @@ pub(crate) fn tee_erased<T: Data>(mut outs: Vec<Box<dyn Any>>, name: &str) -> Bo
             .expect("edge writer of the stream's type"),
         _ => Box::new(Tee(outs
             .into_iter()
-            .map(|o| *o.downcast::<BoxOp<T>>().expect("edge writer of the stream's type"))
+            .map(|o| {
+                *o.downcast::<BoxOp<T>>()
+                    .expect("edge writer of the stream's type")
+            })
             .collect())),
     };
     Box::new(op)
@@ -436,10 +439,18 @@ pub(crate) fn make_head<I: Data>(
 ) -> Box<dyn Head> {
     Box::new(TypedHead::<I> {
         uid: uid.to_string(),
-        op: *op.downcast::<BoxOp<I>>().expect("head operator of its input type"),
+        op: *op
+            .downcast::<BoxOp<I>>()
+            .expect("head operator of its input type"),
         decoders: decoders
             .into_iter()
-            .map(|(e, d)| (e, *d.downcast::<Decode<I>>().expect("decoder of the input type")))
+            .map(|(e, d)| {
+                (
+                    e,
+                    *d.downcast::<Decode<I>>()
+                        .expect("decoder of the input type"),
+                )
+            })
             .collect(),
     })
 }
@@ -492,8 +503,8 @@ impl Chain {
         unrouted: Option<&mut Vec<(String, Option<i64>, Vec<u8>)>>,
     ) -> Result<CallResult, Failure> {
         let mut r = Reader::new(frame);
-        let keys = KeyTable::parse(&mut r, self.value_states.len())
-            .map_err(|e| self.host_error(e))?;
+        let keys =
+            KeyTable::parse(&mut r, self.value_states.len()).map_err(|e| self.host_error(e))?;
         let mut cx = RunCx::new(frame, state);
         cx.keys = keys;
         cx.watermark = watermark;
@@ -524,8 +535,8 @@ impl Chain {
         unrouted: Option<&mut Vec<(String, Option<i64>, Vec<u8>)>>,
     ) -> Result<CallResult, Failure> {
         let mut r = Reader::new(frame);
-        let keys = KeyTable::parse(&mut r, self.value_states.len())
-            .map_err(|e| self.host_error(e))?;
+        let keys =
+            KeyTable::parse(&mut r, self.value_states.len()).map_err(|e| self.host_error(e))?;
         let mut cx = RunCx::new(frame, state);
         cx.keys = keys;
         cx.watermark = watermark;

@@ -245,13 +245,19 @@ impl StreamEnv {
 
     /// Lines of a text file (or of every file in a directory), as UTF-8 strings. Bounded.
     pub fn file_lines(&self, path: impl Into<String>) -> DataStream<String> {
-        let config = vec![("path".into(), path.into()), ("format".into(), "lines".into())];
+        let config = vec![
+            ("path".into(), path.into()),
+            ("format".into(), "lines".into()),
+        ];
         self.connector_source("file-source", "file", config, decode_line)
     }
 
     /// JSON lines of a file (or directory), each decoded into `T`. Bounded.
     pub fn file_json_lines<T: Data>(&self, path: impl Into<String>) -> DataStream<T> {
-        let config = vec![("path".into(), path.into()), ("format".into(), "json".into())];
+        let config = vec![
+            ("path".into(), path.into()),
+            ("format".into(), "json".into()),
+        ];
         self.connector_source("file-source", "file", config, decode_json::<T>)
     }
 
@@ -462,10 +468,7 @@ impl<T: Data> DataStream<T> {
         let mut inputs = vec![(self, None)];
         inputs.extend(others.iter().map(|o| (o, None)));
         Self::operator(&inputs, "union", vec![], |_, down| {
-            Ok(Box::new(MapOp {
-                f: |v: T| v,
-                down,
-            }))
+            Ok(Box::new(MapOp { f: |v: T| v, down }))
         })
     }
 

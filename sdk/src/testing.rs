@@ -42,8 +42,8 @@ use crate::codec::{decode_postcard, encode_postcard, Data, SinkFormat};
 use crate::guest::{build_graph, open_chain, to_wit_plan};
 use crate::runtime::{BoxOp, CallResult, Chain, Reader, RunCx, StateAccess, NONE32, NO_TS};
 use crate::state::{StateDescriptor, StateKind, ValueState};
-use crate::stream::{DataStream, NodeKindDef, StreamEnv};
 use crate::stream::OutputTag;
+use crate::stream::{DataStream, NodeKindDef, StreamEnv};
 use crate::{Error, Result};
 
 /// A summary of a job's plan, for tests.
@@ -163,7 +163,10 @@ impl<I: Data> Harness<I> {
     }
 
     /// Like [`Harness::new`], with job arguments.
-    pub fn with_args(args: &[(String, String)], build: impl FnOnce(&mut StreamEnv)) -> Result<Self> {
+    pub fn with_args(
+        args: &[(String, String)],
+        build: impl FnOnce(&mut StreamEnv),
+    ) -> Result<Self> {
         let env = build_graph(
             |env| {
                 build(env);
@@ -175,15 +178,15 @@ impl<I: Data> Harness<I> {
         let nodes: Vec<u32> = (0..g.nodes.len() as u32)
             .filter(|&i| matches!(g.nodes[i as usize].kind, NodeKindDef::Operator))
             .collect();
-        let chain = open_chain(&g, &nodes).map_err(|f| {
-            Error::msg(format!("operator '{}': {}", f.operator, f.message))
-        })?;
+        let chain = open_chain(&g, &nodes)
+            .map_err(|f| Error::msg(format!("operator '{}': {}", f.operator, f.message)))?;
         let input_edge = g
             .edges
             .iter()
             .position(|e| e.source == 0)
             .ok_or_else(|| Error::msg("the pipeline does not read its input"))?;
-        let input: Box<dyn Any> = (g.edges[input_edge].writer)(input_edge as u32, SinkFormat::Postcard);
+        let input: Box<dyn Any> =
+            (g.edges[input_edge].writer)(input_edge as u32, SinkFormat::Postcard);
         let input = *input
             .downcast::<BoxOp<I>>()
             .map_err(|_| Error::msg("input type mismatch"))?;
@@ -256,11 +259,8 @@ impl<I: Data> Harness<I> {
             let ts = o.i64().map_err(bad)?;
             let _key = o.opt_range().map_err(bad)?;
             let value = o.bytes().map_err(bad)?.to_vec();
-            self.output.push((
-                format!("edge-{edge}"),
-                (ts != NO_TS).then_some(ts),
-                value,
-            ));
+            self.output
+                .push((format!("edge-{edge}"), (ts != NO_TS).then_some(ts), value));
         }
         Ok(())
     }
@@ -400,8 +400,9 @@ impl<I: Data> Harness<I> {
     }
 
     fn take_named<O: Data>(&mut self, name: &str) -> Result<Vec<(O, Option<i64>)>> {
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.output).into_iter().partition(|(n, _, _)| n == name);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.output)
+            .into_iter()
+            .partition(|(n, _, _)| n == name);
         self.output = rest;
         mine.into_iter()
             .map(|(_, ts, b)| Ok((decode_postcard(&b)?, ts)))
@@ -409,7 +410,11 @@ impl<I: Data> Harness<I> {
     }
 
     /// The value state `state` holds for `key`.
-    pub fn value_state<K: Data, T: Data>(&self, key: &K, state: &ValueState<T>) -> Result<Option<T>> {
+    pub fn value_state<K: Data, T: Data>(
+        &self,
+        key: &K,
+        state: &ValueState<T>,
+    ) -> Result<Option<T>> {
         let i = self
             .states
             .iter()

@@ -251,8 +251,7 @@ impl<K: Data, T: Data> WindowedStream<K, T> {
         O: Data,
         F: Fn(&K, &TimeWindow, A::Out) -> O + Clone + 'static,
     {
-        let (assigner, lateness, late_tag) =
-            (self.assigner, self.allowed_lateness, self.late_tag);
+        let (assigner, lateness, late_tag) = (self.assigner, self.allowed_lateness, self.late_tag);
         DataStream::operator(
             &[(&self.keyed.stream, Some(self.keyed.key_writer()))],
             "window",
@@ -288,9 +287,10 @@ impl<K: Data, T: Data> WindowedStream<K, T> {
         R: Fn(T, T) -> T + Clone + 'static,
         F: Fn(&K, &TimeWindow, T) -> O + Clone + 'static,
     {
-        self.aggregate(ReduceAgg(reduce, std::marker::PhantomData), move |k, w, v| {
-            result(k, w, v.expect("a fired window holds at least one record"))
-        })
+        self.aggregate(
+            ReduceAgg(reduce, std::marker::PhantomData),
+            move |k, w, v| result(k, w, v.expect("a fired window holds at least one record")),
+        )
     }
 }
 

@@ -75,12 +75,16 @@ impl<'a> Reader<'a> {
 
     /// A `u32`.
     pub fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.bytes(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     /// An `i64`.
     pub fn i64(&mut self) -> Result<i64, FrameError> {
-        Ok(i64::from_le_bytes(self.bytes(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.bytes(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     /// A `u32` length followed by that many bytes, or `None` for [`NONE32`].
@@ -274,7 +278,8 @@ impl FrameBuilder {
     pub fn record(&mut self, edge: u32, key_index: Option<u32>, ts: Option<i64>, value: &[u8]) {
         put_u32(&mut self.body, edge);
         put_u32(&mut self.body, key_index.unwrap_or(NONE32));
-        self.body.extend_from_slice(&ts.unwrap_or(NO_TS).to_le_bytes());
+        self.body
+            .extend_from_slice(&ts.unwrap_or(NO_TS).to_le_bytes());
         put_opt_bytes(&mut self.body, Some(value));
         self.body_count += 1;
     }

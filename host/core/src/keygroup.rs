@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn key_group_hash_is_stable() {
         // Part of the state layout: these values must never change.
-        assert_eq!(key_group_for(b"", 128), (xxhash_rust::xxh3::xxh3_64(b"") % 128) as u32);
+        assert_eq!(
+            key_group_for(b"", 128),
+            (xxhash_rust::xxh3::xxh3_64(b"") % 128) as u32
+        );
         let a = key_group_for(b"hello", 128);
         assert_eq!(a, key_group_for(b"hello", 128));
         assert!(a < 128);

@@ -282,7 +282,8 @@ impl JobGraph {
                 });
             }
             if !n.states.is_empty()
-                && (inputs.is_empty() || inputs.iter().any(|e| e.partitioning != Partitioning::Hash))
+                && (inputs.is_empty()
+                    || inputs.iter().any(|e| e.partitioning != Partitioning::Hash))
             {
                 return Err(PlanError::StateWithoutKey(n.uid.clone()));
             }
@@ -399,7 +400,10 @@ mod tests {
 
     #[test]
     fn duplicate_uids_are_refused() {
-        let g = graph(vec![source("x"), node("x", NodeKind::Operator)], vec![edge(0, 1)]);
+        let g = graph(
+            vec![source("x"), node("x", NodeKind::Operator)],
+            vec![edge(0, 1)],
+        );
         assert_eq!(g.validate(), Err(PlanError::DuplicateUid("x".into())));
     }
 
@@ -412,7 +416,10 @@ mod tests {
             version: 1,
         });
         let g = graph(vec![source("s"), op], vec![edge(0, 1)]);
-        assert_eq!(g.validate(), Err(PlanError::StateWithoutKey("count".into())));
+        assert_eq!(
+            g.validate(),
+            Err(PlanError::StateWithoutKey("count".into()))
+        );
     }
 
     #[test]
@@ -420,6 +427,9 @@ mod tests {
         let mut op = node("m", NodeKind::Operator);
         op.parallelism = 2;
         let g = graph(vec![source("s"), op], vec![edge(0, 1)]);
-        assert!(matches!(g.validate(), Err(PlanError::ForwardParallelism { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(PlanError::ForwardParallelism { .. })
+        ));
     }
 }

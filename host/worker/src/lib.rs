@@ -1,1 +1,402 @@
-//! placeholder
+//! Runs weir job graphs in one process: tasks, exchanges, watermarks, timers, connectors.
+//!
+//! [`run_job`] asks a component for its plan, chains it into vertices ([`plan`]), opens one
+//! guest instance per subtask, wires the subtasks with bounded channels (a slow operator
+//! backpressures its sources), and runs every subtask on its own thread until the input
+//! ends, the job is cancelled, or a task fails — in which case the whole job stops with an
+//! error that names the failing operator.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use weir_runtime::{Runtime, RuntimeConfig};
+//! use weir_worker::{run_job, JobOptions};
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let component = runtime.load(&std::fs::read("word_count.wasm")?)?;
+//! let summary = run_job(&component, &JobOptions::new(2).arg("input", "in.txt").arg("output", "out"))?;
+//! println!("{summary}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod connectors;
+pub mod exchange;
+pub mod plan;
+mod task;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connectors::ConnectorError;
+use exchange::{Downstream, InputGate, Outputs};
+use plan::{ExecutionPlan, Route};
+use task::{Task, TaskInput, TaskMetrics};
+use weir_core::frame::FrameError;
+use weir_core::{KeyGroupRange, NodeKind, Partitioning};
+use weir_runtime::{ChainSpec, GuestError, JobComponent};
+use weir_state::MemoryStateBackend;
+
+/// Why a task stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Guest code failed or trapped.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// A connector failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// The guest broke the frame protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// The job was cancelled (or another task failed first).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl TaskError {
+    fn frame(e: FrameError) -> Self {
+        TaskError::Protocol(e.to_string())
+    }
+}
+
+/// Why a job did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The plan could not be obtained or is invalid, or a chain could not be opened.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// A connector's configuration is wrong.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// The plan is valid but this host cannot run it.
+    #[error("cannot run the plan: {0}")]
+    Unsupported(String),
+    /// A task failed.
+    #[error("task {task} failed: {error}")]
+    Task {
+        /// `vertex#subtask`.
+        task: String,
+        /// The cause.
+        error: TaskError,
+    },
+    /// The job was cancelled.
+    #[error("the job was cancelled")]
+    Cancelled,
+}
+
+/// How to run a job.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Default parallelism of every operator.
+    pub parallelism: u32,
+    /// Job arguments (`--arg k=v`).
+    pub args: Vec<(String, String)>,
+    /// Batches buffered per channel before the sender blocks.
+    pub channel_capacity: usize,
+    /// Set to stop the job.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl JobOptions {
+    /// Options with the given default parallelism.
+    pub fn new(parallelism: u32) -> Self {
+        JobOptions {
+            parallelism,
+            args: Vec::new(),
+            channel_capacity: 4,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Adds a job argument.
+    pub fn arg(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.args.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Records in and out of one vertex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexSummary {
+    /// The chained operators' uids.
+    pub name: String,
+    /// Subtasks.
+    pub parallelism: u32,
+    /// Records that entered the vertex.
+    pub records_in: u64,
+    /// Records that left it (to exchanges or its sink).
+    pub records_out: u64,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    /// Job name.
+    pub name: String,
+    /// Per vertex, in topological order.
+    pub vertices: Vec<VertexSummary>,
+    /// Wall time from start to end.
+    pub duration: Duration,
+}
+
+impl fmt::Display for JobSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "job '{}' finished in {:.3} s",
+            self.name,
+            self.duration.as_secs_f64()
+        )?;
+        let width = self
+            .vertices
+            .iter()
+            .map(|v| v.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(8);
+        writeln!(
+            f,
+            "  {:<width$}  {:>4}  {:>12}  {:>12}",
+            "operator", "par", "records in", "records out"
+        )?;
+        for v in &self.vertices {
+            writeln!(
+                f,
+                "  {:<width$}  {:>4}  {:>12}  {:>12}",
+                v.name, v.parallelism, v.records_in, v.records_out
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a job to completion (bounded sources) or until `options.cancel` is set.
+pub fn run_job(
+    component: &Arc<JobComponent>,
+    options: &JobOptions,
+) -> Result<JobSummary, JobError> {
+    let started = Instant::now();
+    if options.parallelism == 0 {
+        return Err(JobError::Unsupported(
+            "parallelism must be at least 1".into(),
+        ));
+    }
+    let graph = component.plan(&options.args, options.parallelism)?;
+    let plan = ExecutionPlan::new(&graph);
+    for v in &plan.vertices {
+        if v.guest.is_empty() && v.source.is_some() && v.sink.is_some() {
+            return Err(JobError::Unsupported(format!(
+                "sink '{}' reads straight from source '{}'; the SDK puts an operator between them",
+                graph.nodes[v.sink.unwrap_or_default()].uid,
+                graph.nodes[v.source.unwrap_or_default()].uid
+            )));
+        }
+        if graph.nodes[v.head()].kind == NodeKind::GuestSource {
+            return Err(JobError::Unsupported(format!(
+                "guest source '{}': guest-written sources are not supported by this host yet",
+                graph.nodes[v.head()].uid
+            )));
+        }
+    }
+    let max_p = graph.max_parallelism;
+    tracing::info!(job = %graph.name, vertices = plan.vertices.len(), "starting job");
+
+    // Channels: every subtask of a vertex to every subtask of each downstream vertex.
+    let nv = plan.vertices.len();
+    let mut senders: Vec<Vec<Vec<Downstream>>> = plan
+        .vertices
+        .iter()
+        .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
+        .collect();
+    let mut receivers: Vec<Vec<Vec<crossbeam_channel::Receiver<exchange::Message>>>> = plan
+        .vertices
+        .iter()
+        .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
+        .collect();
+    for (vi, v) in plan.vertices.iter().enumerate() {
+        let nodes = v.nodes();
+        let targets: BTreeSet<usize> = graph
+            .edges
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| nodes.contains(&e.source))
+            .filter_map(|(i, _)| match plan.routes[i] {
+                Route::Exchange { vertex, .. } => Some(vertex),
+                _ => None,
+            })
+            .collect();
+        for d in targets {
+            let dp = plan.vertices[d].parallelism;
+            for i in 0..v.parallelism {
+                let mut txs = Vec::with_capacity(dp as usize);
+                for j in 0..dp {
+                    let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity);
+                    txs.push(tx);
+                    receivers[d][j as usize].push(rx);
+                }
+                senders[vi][i as usize].push(Downstream::new(d, txs));
+            }
+        }
+    }
+
+    let metrics: Vec<Arc<TaskMetrics>> =
+        (0..nv).map(|_| Arc::new(TaskMetrics::default())).collect();
+    let mut tasks = Vec::new();
+    for (vi, v) in plan.vertices.iter().enumerate() {
+        let nodes = v.nodes();
+        let own_edges: Vec<bool> = graph
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(i, e)| nodes.contains(&e.source) && plan.routes[i] != Route::Chained)
+            .collect();
+        let strategy = v
+            .source
+            .and_then(|s| graph.nodes[s].watermarks)
+            .or_else(|| v.guest.iter().find_map(|&g| graph.nodes[g].watermarks));
+        for i in 0..v.parallelism {
+            let label = format!("{}#{i}", v.name(&graph));
+            let input = match v.source {
+                Some(s) => {
+                    let NodeKind::Source(c) = &graph.nodes[s].kind else {
+                        unreachable!("vertex sources are source nodes")
+                    };
+                    let edges = graph
+                        .edges
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.source == s)
+                        .map(|(k, _)| k as u32)
+                        .collect();
+                    TaskInput::Source {
+                        reader: connectors::open_source(c, i, v.parallelism)?,
+                        edges,
+                    }
+                }
+                None => TaskInput::Gate(InputGate::new(std::mem::take(
+                    &mut receivers[vi][i as usize],
+                ))),
+            };
+            let guest = if v.guest.is_empty() {
+                None
+            } else {
+                let head = v.guest[0];
+                let keyed = graph
+                    .inputs(head)
+                    .any(|e| e.partitioning == Partitioning::Hash);
+                let backend = keyed.then(|| {
+                    Box::new(MemoryStateBackend::new(
+                        graph.nodes[head].states.clone(),
+                        KeyGroupRange::for_subtask(max_p, v.parallelism, i),
+                    )) as Box<dyn weir_state::KeyedStateBackend>
+                });
+                let nodes: Vec<u32> = v.guest.iter().map(|&n| n as u32).collect();
+                Some(component.open_chain(ChainSpec {
+                    nodes: &nodes,
+                    subtask: i,
+                    parallelism: v.parallelism,
+                    args: &options.args,
+                    backend,
+                    max_parallelism: max_p,
+                    label: label.clone(),
+                })?)
+            };
+            let sink = match v.sink {
+                Some(s) => {
+                    let NodeKind::Sink(c) = &graph.nodes[s].kind else {
+                        unreachable!("vertex sinks are sink nodes")
+                    };
+                    Some(connectors::open_sink(c, i, v.parallelism)?)
+                }
+                None => None,
+            };
+            let outputs = Outputs::new(
+                plan.routes.clone(),
+                own_edges.clone(),
+                std::mem::take(&mut senders[vi][i as usize]),
+                sink,
+                i,
+                max_p,
+            );
+            tasks.push(Task::new(
+                label,
+                input,
+                guest,
+                outputs,
+                strategy,
+                max_p,
+                metrics[vi].clone(),
+                options.cancel.clone(),
+            ));
+        }
+    }
+    drop(receivers);
+    drop(senders);
+
+    let mut handles = Vec::new();
+    for t in tasks {
+        let label = t.label.clone();
+        let cancel = options.cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("weir-task-{label}"))
+            .spawn(move || {
+                let r = t.run();
+                if r.is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .map_err(|e| JobError::Unsupported(format!("cannot start a task thread: {e}")))?;
+        handles.push((label, handle));
+    }
+    let mut failure: Option<JobError> = None;
+    let mut cancelled = false;
+    for (label, h) in handles {
+        let outcome = h.join().unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            options.cancel.store(true, Ordering::Relaxed);
+            Err(TaskError::Protocol(format!(
+                "internal error in the host: {msg}"
+            )))
+        });
+        match outcome {
+            Ok(()) => {}
+            Err(TaskError::Cancelled) => cancelled = true,
+            Err(error) => {
+                tracing::error!(task = %label, %error, "task failed");
+                if failure.is_none() {
+                    failure = Some(JobError::Task { task: label, error });
+                }
+            }
+        }
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    if cancelled {
+        return Err(JobError::Cancelled);
+    }
+    let vertices = plan
+        .vertices
+        .iter()
+        .zip(&metrics)
+        .map(|(v, m)| VertexSummary {
+            name: v.name(&graph),
+            parallelism: v.parallelism,
+            records_in: m.records_in.load(Ordering::Relaxed),
+            records_out: m.records_out.load(Ordering::Relaxed),
+        })
+        .collect();
+    Ok(JobSummary {
+        name: graph.name.clone(),
+        vertices,
+        duration: started.elapsed(),
+    })
+}

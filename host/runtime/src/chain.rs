@@ -1,0 +1,212 @@
+//! One task's instance of a component, and the calls that move batches through it.
+
+use std::time::Duration;
+
+use wasmtime::component::ResourceAny;
+use wasmtime::{Store, Trap};
+use weir_state::KeyedStateBackend;
+
+use crate::bindings::{self, wit};
+use crate::error::GuestError;
+use crate::host::TaskData;
+
+/// Time as the host sees it when it calls the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallContext {
+    /// The chain's current input watermark.
+    pub watermark: i64,
+    /// Processing time, epoch milliseconds.
+    pub processing_time: i64,
+}
+
+/// What a call produced (frames as in `weir_core::frame`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchResult {
+    /// Output records in the output layout.
+    pub output: Vec<u8>,
+    /// Value-state writes.
+    pub state_writes: Vec<u8>,
+    /// Timer registrations and deletions.
+    pub timer_ops: Vec<u8>,
+    /// Highest timestamp a timestamp assigner saw.
+    pub max_timestamp: Option<i64>,
+}
+
+/// What a poll of a guest source produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollResult {
+    /// The records and their effects.
+    pub batch: BatchResult,
+    /// The source has ended.
+    pub finished: bool,
+}
+
+/// An opened operator chain inside its own wasmtime store.
+pub struct GuestChain {
+    store: Store<TaskData>,
+    instance: bindings::JobComponent,
+    chain: ResourceAny,
+    label: String,
+    deadline_ticks: u64,
+    timeout: Duration,
+}
+
+/// Says what a trap means, with the guest's panic message or the limit it hit.
+pub(crate) fn describe_trap(
+    store: &mut Store<TaskData>,
+    e: &wasmtime::Error,
+    timeout: Duration,
+) -> String {
+    let data = store.data_mut();
+    if let Some(p) = data.panic.take() {
+        return format!("panicked: {p}");
+    }
+    if let Some(bytes) = data.limits.denied.take() {
+        return format!(
+            "exceeded the memory limit of {} bytes (tried to grow memory to {bytes} bytes)",
+            data.limits.max
+        );
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            format!("exceeded the call deadline of {timeout:?} (is it looping?)")
+        }
+        Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
+        Some(t) => format!("wasm trap: {t}"),
+        None => format!("{e:#}"),
+    }
+}
+
+impl GuestChain {
+    pub(crate) fn new(
+        store: Store<TaskData>,
+        instance: bindings::JobComponent,
+        chain: ResourceAny,
+        label: String,
+        deadline_ticks: u64,
+        timeout: Duration,
+    ) -> Self {
+        GuestChain {
+            store,
+            instance,
+            chain,
+            label,
+            deadline_ticks,
+            timeout,
+        }
+    }
+
+    /// Keyed state of the chain's head.
+    pub fn backend(&self) -> Option<&dyn KeyedStateBackend> {
+        self.store.data().backend.as_deref()
+    }
+
+    /// Keyed state of the chain's head, to prefetch and apply writes.
+    pub fn backend_mut(&mut self) -> Option<&mut (dyn KeyedStateBackend + 'static)> {
+        self.store.data_mut().backend.as_deref_mut()
+    }
+
+    /// The task label used in errors and logs.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn result(
+        &mut self,
+        r: wasmtime::Result<Result<wit::BatchResult, wit::OperatorError>>,
+    ) -> Result<BatchResult, GuestError> {
+        match r {
+            Ok(Ok(b)) => Ok(BatchResult {
+                output: b.output,
+                state_writes: b.state_writes,
+                timer_ops: b.timer_ops,
+                max_timestamp: b.max_timestamp,
+            }),
+            Ok(Err(e)) => Err(GuestError::Operator {
+                operator: e.operator,
+                message: e.message,
+            }),
+            Err(e) => Err(self.trap(e)),
+        }
+    }
+
+    fn trap(&mut self, e: wasmtime::Error) -> GuestError {
+        GuestError::Trap {
+            operator: self.label.clone(),
+            message: describe_trap(&mut self.store, &e, self.timeout),
+        }
+    }
+
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    fn ctx(c: CallContext) -> wit::CallContext {
+        wit::CallContext {
+            watermark: c.watermark,
+            processing_time: c.processing_time,
+        }
+    }
+
+    /// Processes a `process` frame.
+    pub fn process(&mut self, frame: &[u8], ctx: CallContext) -> Result<BatchResult, GuestError> {
+        self.arm();
+        let r = self.instance.weir_stream_job().chain().call_process(
+            &mut self.store,
+            self.chain,
+            frame,
+            Self::ctx(ctx),
+        );
+        self.result(r)
+    }
+
+    /// Runs an `on-timers` frame.
+    pub fn on_timers(&mut self, frame: &[u8], ctx: CallContext) -> Result<BatchResult, GuestError> {
+        self.arm();
+        let r = self.instance.weir_stream_job().chain().call_on_timers(
+            &mut self.store,
+            self.chain,
+            frame,
+            Self::ctx(ctx),
+        );
+        self.result(r)
+    }
+
+    /// Tells the chain its input has ended.
+    pub fn finish(&mut self, ctx: CallContext) -> Result<BatchResult, GuestError> {
+        self.arm();
+        let r = self.instance.weir_stream_job().chain().call_finish(
+            &mut self.store,
+            self.chain,
+            Self::ctx(ctx),
+        );
+        self.result(r)
+    }
+
+    /// Polls a chain headed by a guest source.
+    pub fn poll(&mut self, max: u32, ctx: CallContext) -> Result<PollResult, GuestError> {
+        self.arm();
+        let r = self.instance.weir_stream_job().chain().call_poll(
+            &mut self.store,
+            self.chain,
+            max,
+            Self::ctx(ctx),
+        );
+        match r {
+            Ok(Ok(p)) => Ok(PollResult {
+                finished: p.finished,
+                batch: BatchResult {
+                    output: p.batch.output,
+                    state_writes: p.batch.state_writes,
+                    timer_ops: p.batch.timer_ops,
+                    max_timestamp: p.batch.max_timestamp,
+                },
+            }),
+            Ok(Err(e)) => Err(GuestError::Operator {
+                operator: e.operator,
+                message: e.message,
+            }),
+            Err(e) => Err(self.trap(e)),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The host side of the WIT imports, and the data every task's store carries.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use weir_core::key_group_for;
+use weir_state::KeyedStateBackend;
+
+use crate::bindings::weir::stream::host::Host;
+use crate::bindings::wit::{self, LogLevel};
+
+/// What a task's wasmtime store holds.
+pub(crate) struct TaskData {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: MemoryCap,
+    /// Keyed state of the chain's head operator (none for unkeyed chains).
+    pub backend: Option<Box<dyn KeyedStateBackend>>,
+    pub max_parallelism: u32,
+    /// What the guest's panic hook reported, if it panicked.
+    pub panic: Option<String>,
+    /// For log lines: `job/operator#subtask`.
+    pub label: String,
+}
+
+impl TaskData {
+    pub(crate) fn new(label: String, max_memory: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        let mut wasi = WasiCtx::builder();
+        // Nothing but what the WIT grants: no files, sockets, environment or real clocks,
+        // and randomness that is deterministic per task.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(rand::rngs::StdRng::seed_from_u64(seed))
+            .insecure_random(rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed))
+            .insecure_random_seed(u128::from(seed));
+        TaskData {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: MemoryCap {
+                max: max_memory,
+                denied: None,
+            },
+            backend: None,
+            max_parallelism: weir_core::DEFAULT_MAX_PARALLELISM,
+            panic: None,
+            label,
+        }
+    }
+
+    fn backend(&mut self, key: &[u8]) -> wasmtime::Result<(&mut dyn KeyedStateBackend, u32)> {
+        let max = self.max_parallelism;
+        let backend = self
+            .backend
+            .as_deref_mut()
+            .ok_or_else(|| wasmtime::format_err!("this operator has no keyed state"))?;
+        let kg = key_group_for(key, max);
+        if !backend.key_groups().contains(kg) {
+            return Err(wasmtime::format_err!(
+                "state access for a key that belongs to another subtask"
+            ));
+        }
+        Ok((backend, kg))
+    }
+
+    fn check_state(&mut self, state: u32, kind: weir_core::StateKind) -> wasmtime::Result<()> {
+        let backend = self
+            .backend
+            .as_deref()
+            .ok_or_else(|| wasmtime::format_err!("this operator has no keyed state"))?;
+        match backend.descriptors().get(state as usize) {
+            Some(d) if d.kind == kind => Ok(()),
+            Some(d) => Err(wasmtime::format_err!(
+                "state '{}' is a {:?} state, used as {kind:?}",
+                d.name,
+                d.kind
+            )),
+            None => Err(wasmtime::format_err!("state index {state} is not declared")),
+        }
+    }
+}
+
+/// Caps a guest's linear memory, remembering a refused growth so the trap can name it.
+pub(crate) struct MemoryCap {
+    pub max: usize,
+    pub denied: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.denied = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl WasiView for TaskData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for TaskData {}
+
+use weir_core::StateKind::{List, Map};
+
+impl Host for TaskData {
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let task = self.label.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "weir::guest", task, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "weir::guest", task, "{message}"),
+            LogLevel::Info => tracing::info!(target: "weir::guest", task, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "weir::guest", task, "{message}"),
+            LogLevel::Error => tracing::error!(target: "weir::guest", task, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn report_panic(&mut self, message: String) -> wasmtime::Result<()> {
+        self.panic = Some(message);
+        Ok(())
+    }
+
+    fn list_get(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<Vec<u8>>> {
+        self.check_state(state, List)?;
+        let (b, kg) = self.backend(&key)?;
+        Ok(b.list_get(state, kg, &key))
+    }
+
+    fn list_add(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_state(state, List)?;
+        let (b, kg) = self.backend(&key)?;
+        b.list_add(state, kg, &key, &value);
+        Ok(())
+    }
+
+    fn list_clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_state(state, List)?;
+        let (b, kg) = self.backend(&key)?;
+        b.list_clear(state, kg, &key);
+        Ok(())
+    }
+
+    fn map_get(
+        &mut self,
+        state: u32,
+        key: Vec<u8>,
+        user_key: Vec<u8>,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.check_state(state, Map)?;
+        let (b, kg) = self.backend(&key)?;
+        Ok(b.map_get(state, kg, &key, &user_key))
+    }
+
+    fn map_put(
+        &mut self,
+        state: u32,
+        key: Vec<u8>,
+        user_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<()> {
+        self.check_state(state, Map)?;
+        let (b, kg) = self.backend(&key)?;
+        b.map_put(state, kg, &key, &user_key, &value);
+        Ok(())
+    }
+
+    fn map_remove(&mut self, state: u32, key: Vec<u8>, user_key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_state(state, Map)?;
+        let (b, kg) = self.backend(&key)?;
+        b.map_remove(state, kg, &key, &user_key);
+        Ok(())
+    }
+
+    fn map_entries(
+        &mut self,
+        state: u32,
+        key: Vec<u8>,
+    ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_state(state, Map)?;
+        let (b, kg) = self.backend(&key)?;
+        Ok(b.map_entries(state, kg, &key))
+    }
+
+    fn map_clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_state(state, Map)?;
+        let (b, kg) = self.backend(&key)?;
+        b.map_clear(state, kg, &key);
+        Ok(())
+    }
+}

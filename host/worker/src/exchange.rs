@@ -1,0 +1,310 @@
+//! Exchanges between tasks: bounded channels (backpressure), output routing by partitioning,
+//! and the input side that merges channels and their watermarks.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
+use weir_core::frame::{RecordBatch, RecordRef};
+use weir_core::{key_group_for, subtask_for_key_group, Partitioning, Watermark};
+
+use crate::connectors::SinkWriter;
+use crate::plan::Route;
+use crate::TaskError;
+
+/// What travels on a channel, in order.
+#[derive(Debug)]
+pub enum Message {
+    /// Records.
+    Batch(RecordBatch),
+    /// The sender's watermark advanced.
+    Watermark(Watermark),
+    /// The sender became idle (true) or active again (false).
+    Idle(bool),
+    /// The sender has finished; nothing follows.
+    End,
+}
+
+/// One downstream vertex as seen by a sending subtask.
+pub struct Downstream {
+    /// The vertex index.
+    pub vertex: usize,
+    /// One sender per downstream subtask.
+    pub senders: Vec<Sender<Message>>,
+    buffers: Vec<RecordBatch>,
+}
+
+impl Downstream {
+    /// A downstream vertex reached through `senders` (indexed by subtask).
+    pub fn new(vertex: usize, senders: Vec<Sender<Message>>) -> Self {
+        let buffers = senders.iter().map(|_| RecordBatch::default()).collect();
+        Downstream {
+            vertex,
+            senders,
+            buffers,
+        }
+    }
+}
+
+/// Where a subtask's output goes: a chained sink and exchanges.
+pub struct Outputs {
+    /// Route of every plan edge.
+    routes: Vec<Route>,
+    /// Which plan edges this vertex may write to.
+    own_edges: Vec<bool>,
+    downstream: Vec<Downstream>,
+    /// Index into `downstream` per plan edge (exchange edges only).
+    slot_of_edge: Vec<Option<usize>>,
+    rr: u32,
+    subtask: u32,
+    max_parallelism: u32,
+    /// The chained sink.
+    pub sink: Option<Box<dyn SinkWriter>>,
+    /// Records sent on (sink writes and exchange sends).
+    pub records_out: u64,
+    batch_records: usize,
+}
+
+impl Outputs {
+    /// Routes for a subtask whose vertex owns the edges marked in `own_edges`.
+    pub fn new(
+        routes: Vec<Route>,
+        own_edges: Vec<bool>,
+        downstream: Vec<Downstream>,
+        sink: Option<Box<dyn SinkWriter>>,
+        subtask: u32,
+        max_parallelism: u32,
+    ) -> Self {
+        let slot_of_edge = routes
+            .iter()
+            .map(|r| match r {
+                Route::Exchange { vertex, .. } => {
+                    downstream.iter().position(|d| d.vertex == *vertex)
+                }
+                _ => None,
+            })
+            .collect();
+        Outputs {
+            routes,
+            own_edges,
+            downstream,
+            slot_of_edge,
+            rr: subtask,
+            subtask,
+            max_parallelism,
+            sink,
+            records_out: 0,
+            batch_records: 1024,
+        }
+    }
+
+    /// Sends one record on its edge.
+    pub fn route(&mut self, r: RecordRef<'_>) -> Result<(), TaskError> {
+        let e = r.edge as usize;
+        if !self.own_edges.get(e).copied().unwrap_or(false) {
+            return Err(TaskError::Protocol(format!(
+                "a record was written to edge {e}, which does not leave this task"
+            )));
+        }
+        self.records_out += 1;
+        match self.routes[e] {
+            Route::LocalSink => {
+                let sink = self.sink.as_mut().expect("a local-sink route has a sink");
+                sink.write(r.value)?;
+            }
+            Route::Chained => {
+                return Err(TaskError::Protocol(format!(
+                    "a record was written to chained edge {e}"
+                )))
+            }
+            Route::Exchange { partitioning, .. } => {
+                let slot = self.slot_of_edge[e].expect("exchange edges have a slot");
+                let d = &mut self.downstream[slot];
+                let n = d.senders.len() as u32;
+                let full = |b: &RecordBatch, limit: usize| b.len() >= limit;
+                let mut targets: [u32; 1] = [0];
+                let many: Vec<u32>;
+                let subtasks: &[u32] = match partitioning {
+                    Partitioning::Forward => {
+                        targets[0] = self.subtask.min(n - 1);
+                        &targets
+                    }
+                    Partitioning::Hash => {
+                        let key = r.key.ok_or_else(|| {
+                            TaskError::Protocol(format!("record on keyed edge {e} has no key"))
+                        })?;
+                        let kg = key_group_for(key, self.max_parallelism);
+                        targets[0] = subtask_for_key_group(kg, self.max_parallelism, n);
+                        &targets
+                    }
+                    Partitioning::Rebalance => {
+                        self.rr = (self.rr + 1) % n;
+                        targets[0] = self.rr;
+                        &targets
+                    }
+                    Partitioning::Broadcast => {
+                        many = (0..n).collect();
+                        &many
+                    }
+                };
+                for &t in subtasks {
+                    let t = t as usize;
+                    d.buffers[t].push(r);
+                    if full(&d.buffers[t], self.batch_records) {
+                        let b = std::mem::take(&mut d.buffers[t]);
+                        d.senders[t]
+                            .send(Message::Batch(b))
+                            .map_err(|_| TaskError::Cancelled)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every buffered record.
+    pub fn flush(&mut self) -> Result<(), TaskError> {
+        for d in &mut self.downstream {
+            for (t, b) in d.buffers.iter_mut().enumerate() {
+                if !b.is_empty() {
+                    let b = std::mem::take(b);
+                    d.senders[t]
+                        .send(Message::Batch(b))
+                        .map_err(|_| TaskError::Cancelled)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes, then sends `make()` to every downstream subtask.
+    pub fn broadcast(&mut self, make: impl Fn() -> Message) -> Result<(), TaskError> {
+        self.flush()?;
+        for d in &self.downstream {
+            for s in &d.senders {
+                s.send(make()).map_err(|_| TaskError::Cancelled)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The receiving side: several channels, each with its own watermark.
+pub struct InputGate {
+    receivers: Vec<Receiver<Message>>,
+    watermarks: Vec<Watermark>,
+    idle: Vec<bool>,
+    ended: Vec<bool>,
+    current: Watermark,
+}
+
+/// What the gate yields.
+pub enum Input {
+    /// Records from a channel.
+    Batch(RecordBatch),
+    /// The combined watermark advanced.
+    Watermark(Watermark),
+    /// Every channel is idle.
+    Idle,
+    /// Every channel has ended.
+    End,
+    /// Nothing arrived within the timeout.
+    Timeout,
+}
+
+impl InputGate {
+    /// A gate over `receivers`.
+    pub fn new(receivers: Vec<Receiver<Message>>) -> Self {
+        let n = receivers.len();
+        InputGate {
+            receivers,
+            watermarks: vec![Watermark::MIN; n],
+            idle: vec![false; n],
+            ended: vec![false; n],
+            current: Watermark::MIN,
+        }
+    }
+
+    /// The combined watermark.
+    pub fn watermark(&self) -> Watermark {
+        self.current
+    }
+
+    /// Min over active channels; ended channels count as +inf, idle ones are skipped.
+    fn combine(&mut self) -> Option<Input> {
+        let mut min = None::<Watermark>;
+        let mut any_idle = false;
+        for i in 0..self.receivers.len() {
+            if self.ended[i] {
+                continue;
+            }
+            if self.idle[i] {
+                any_idle = true;
+                continue;
+            }
+            min = Some(min.map_or(self.watermarks[i], |m| m.min(self.watermarks[i])));
+        }
+        let all_ended = self.ended.iter().all(|&e| e);
+        let next = match (min, all_ended) {
+            (_, true) => Watermark::MAX,
+            (Some(m), false) => m,
+            (None, false) if any_idle => return Some(Input::Idle),
+            (None, false) => self.current,
+        };
+        if next > self.current {
+            self.current = next;
+            return Some(Input::Watermark(next));
+        }
+        None
+    }
+
+    /// The next input, waiting at most `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Result<Input, TaskError> {
+        loop {
+            if self.ended.iter().all(|&e| e) {
+                return Ok(Input::End);
+            }
+            let live: Vec<usize> = (0..self.receivers.len())
+                .filter(|&i| !self.ended[i])
+                .collect();
+            let (i, msg) = if live.len() == 1 {
+                let i = live[0];
+                match self.receivers[i].recv_timeout(timeout) {
+                    Ok(m) => (i, m),
+                    Err(RecvTimeoutError::Timeout) => return Ok(Input::Timeout),
+                    Err(RecvTimeoutError::Disconnected) => return Err(TaskError::Cancelled),
+                }
+            } else {
+                let mut sel = Select::new();
+                for &i in &live {
+                    sel.recv(&self.receivers[i]);
+                }
+                let op = match sel.select_timeout(timeout) {
+                    Ok(op) => op,
+                    Err(_) => return Ok(Input::Timeout),
+                };
+                let i = live[op.index()];
+                match op.recv(&self.receivers[i]) {
+                    Ok(m) => (i, m),
+                    Err(_) => return Err(TaskError::Cancelled),
+                }
+            };
+            match msg {
+                Message::Batch(b) => {
+                    if self.idle[i] {
+                        self.idle[i] = false;
+                    }
+                    return Ok(Input::Batch(b));
+                }
+                Message::Watermark(w) => {
+                    self.watermarks[i] = self.watermarks[i].max(w);
+                    self.idle[i] = false;
+                }
+                Message::Idle(idle) => self.idle[i] = idle,
+                Message::End => self.ended[i] = true,
+            }
+            if let Some(event) = self.combine() {
+                return Ok(event);
+            }
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! One subtask: a source or input gate, an optional guest chain, outputs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_core::frame::{self, FrameBuilder, RecordBatch, TimerOpKind};
+use weir_core::{key_group_for, StateKind, Watermark, WatermarkStrategy};
+use weir_runtime::{BatchResult, CallContext, GuestChain, GuestError};
+use weir_state::{TimeDomain, Timer};
+
+use crate::connectors::SourceReader;
+use crate::exchange::{Input, InputGate, Message, Outputs};
+use crate::TaskError;
+
+/// Where a subtask's records come from.
+pub enum TaskInput {
+    /// A host source connector; records go out on `edge`.
+    Source {
+        /// The reader.
+        reader: Box<dyn SourceReader>,
+        /// The source's output edge (into the chain, or to an exchange).
+        edges: Vec<u32>,
+    },
+    /// Exchanges from upstream tasks.
+    Gate(InputGate),
+}
+
+/// Counters shared with the job's summary.
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    /// Records into the vertex.
+    pub records_in: AtomicU64,
+    /// Records out of the vertex.
+    pub records_out: AtomicU64,
+}
+
+/// Generates watermarks from observed timestamps (bounded out-of-orderness).
+pub(crate) struct WatermarkGenerator {
+    strategy: WatermarkStrategy,
+    max_ts: Option<i64>,
+    emitted: Watermark,
+    last_record: Instant,
+    idle: bool,
+}
+
+impl WatermarkGenerator {
+    fn observe(&mut self, ts: i64) {
+        self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+    }
+
+    /// The watermark to emit now, if it advanced.
+    fn advance(&mut self) -> Option<Watermark> {
+        let m = self.max_ts?;
+        let wm = Watermark(
+            m.saturating_sub(self.strategy.max_out_of_orderness_ms)
+                .saturating_sub(1),
+        );
+        (wm > self.emitted).then(|| {
+            self.emitted = wm;
+            wm
+        })
+    }
+}
+
+/// A running subtask.
+pub struct Task {
+    /// `vertex-name#subtask`, for errors and logs.
+    pub label: String,
+    pub(crate) input: TaskInput,
+    pub(crate) guest: Option<GuestChain>,
+    pub(crate) outputs: Outputs,
+    pub(crate) generator: Option<WatermarkGenerator>,
+    /// Whether the chain's head holds keyed state (its input is keyed).
+    pub(crate) keyed: bool,
+    pub(crate) max_parallelism: u32,
+    pub(crate) metrics: Arc<TaskMetrics>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) batch_size: usize,
+    builder: FrameBuilder,
+    key_groups: Vec<u32>,
+    frame: Vec<u8>,
+    due: Vec<Timer>,
+    input_watermark: Watermark,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Task {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        label: String,
+        input: TaskInput,
+        guest: Option<GuestChain>,
+        outputs: Outputs,
+        strategy: Option<WatermarkStrategy>,
+        max_parallelism: u32,
+        metrics: Arc<TaskMetrics>,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
+        let keyed = guest.as_ref().is_some_and(|g| g.backend().is_some());
+        Task {
+            label,
+            input,
+            guest,
+            outputs,
+            generator: strategy.map(|strategy| WatermarkGenerator {
+                strategy,
+                max_ts: None,
+                emitted: Watermark::MIN,
+                last_record: Instant::now(),
+                idle: false,
+            }),
+            keyed,
+            max_parallelism,
+            metrics,
+            cancel,
+            batch_size: 1024,
+            builder: FrameBuilder::new(),
+            key_groups: Vec::new(),
+            frame: Vec::new(),
+            due: Vec::new(),
+            input_watermark: Watermark::MIN,
+        }
+    }
+
+    fn ctx(&self) -> CallContext {
+        CallContext {
+            watermark: self.input_watermark.0,
+            processing_time: now_ms(),
+        }
+    }
+
+    /// Runs until the input ends, the job is cancelled, or something fails.
+    pub fn run(mut self) -> Result<(), TaskError> {
+        match std::mem::replace(&mut self.input, TaskInput::Gate(InputGate::new(vec![]))) {
+            TaskInput::Source { mut reader, edges } => {
+                let r = self.run_source(reader.as_mut(), &edges);
+                self.input = TaskInput::Source { reader, edges };
+                r?;
+            }
+            TaskInput::Gate(mut gate) => {
+                let r = self.run_gate(&mut gate);
+                self.input = TaskInput::Gate(gate);
+                r?;
+            }
+        }
+        self.finish()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn run_source(
+        &mut self,
+        reader: &mut dyn SourceReader,
+        edges: &[u32],
+    ) -> Result<(), TaskError> {
+        let mut batch = RecordBatch::with_capacity(64 << 10);
+        let edge = edges.first().copied().unwrap_or(u32::MAX);
+        loop {
+            if self.cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            batch.clear();
+            let more = reader.read_batch(&mut batch, edge, self.batch_size)?;
+            if !batch.is_empty() {
+                if let Some(g) = self.generator.as_mut() {
+                    for r in batch.iter() {
+                        if let Some(ts) = r.map_err(TaskError::frame)?.timestamp {
+                            g.observe(ts);
+                        }
+                    }
+                    g.last_record = Instant::now();
+                    if g.idle {
+                        g.idle = false;
+                        self.outputs.broadcast(|| Message::Idle(false))?;
+                    }
+                }
+                self.records(&batch, edges)?;
+            } else if let Some(g) = self.generator.as_mut() {
+                let idle_after = g.strategy.idle_timeout_ms;
+                if let Some(ms) = idle_after {
+                    if !g.idle && g.last_record.elapsed() >= Duration::from_millis(ms as u64) {
+                        g.idle = true;
+                        self.outputs.broadcast(|| Message::Idle(true))?;
+                    }
+                }
+            }
+            self.outputs.flush()?;
+            self.emit_generated_watermark()?;
+            self.fire_processing_timers()?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn run_gate(&mut self, gate: &mut InputGate) -> Result<(), TaskError> {
+        loop {
+            if self.cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            match gate.next(Duration::from_millis(50))? {
+                Input::Batch(b) => {
+                    self.records(&b, &[])?;
+                    self.outputs.flush()?;
+                    self.emit_generated_watermark()?;
+                }
+                Input::Watermark(w) => self.advance_watermark(w)?,
+                Input::Idle => self.outputs.broadcast(|| Message::Idle(true))?,
+                Input::End => return Ok(()),
+                Input::Timeout => {}
+            }
+            self.fire_processing_timers()?;
+        }
+    }
+
+    /// Processes records: through the guest chain, or straight to the outputs.
+    fn records(&mut self, batch: &RecordBatch, source_edges: &[u32]) -> Result<(), TaskError> {
+        self.metrics
+            .records_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let Some(guest) = self.guest.as_mut() else {
+            // No guest code: a source feeding exchanges (every output edge gets a copy).
+            for r in batch.iter() {
+                let r = r.map_err(TaskError::frame)?;
+                for &edge in source_edges {
+                    self.outputs.route(frame::RecordRef { edge, ..r })?;
+                }
+            }
+            return self.count_out();
+        };
+        self.builder.clear();
+        self.key_groups.clear();
+        for r in batch.iter() {
+            let r = r.map_err(TaskError::frame)?;
+            let key_index = match (self.keyed, r.key) {
+                (true, Some(key)) => {
+                    let backend = guest.backend().expect("keyed tasks have a backend");
+                    let n = self.builder.keys().len();
+                    let kg = key_group_for(key, self.max_parallelism);
+                    let i = self.builder.key(key, |slots| {
+                        for (s, d) in backend.descriptors().iter().enumerate() {
+                            if d.kind == StateKind::Value {
+                                backend.with_value(s as u32, kg, key, &mut |v| slots.put(v));
+                            }
+                        }
+                    });
+                    if i as usize == n {
+                        self.key_groups.push(kg);
+                    }
+                    Some(i)
+                }
+                (true, None) => {
+                    return Err(TaskError::Protocol(
+                        "a record arrived at a keyed operator without a key".into(),
+                    ))
+                }
+                (false, _) => None,
+            };
+            self.builder.record(r.edge, key_index, r.timestamp, r.value);
+        }
+        self.builder.finish_into(&mut self.frame);
+        let ctx = CallContext {
+            watermark: self.input_watermark.0,
+            processing_time: now_ms(),
+        };
+        let result = guest.process(&self.frame, ctx)?;
+        self.apply(result)
+    }
+
+    /// Applies a guest call's result: state writes, timers, watermark observations, outputs.
+    fn apply(&mut self, result: BatchResult) -> Result<(), TaskError> {
+        let guest = self.guest.as_mut().expect("results come from the guest");
+        let label = guest.label().to_string();
+        let bad = |what: String| {
+            TaskError::Guest(GuestError::Trap {
+                operator: label.clone(),
+                message: what,
+            })
+        };
+        if !result.state_writes.is_empty() || !result.timer_ops.is_empty() {
+            let keys = self.builder.keys();
+            let backend = guest
+                .backend_mut()
+                .ok_or_else(|| bad("wrote keyed state on an unkeyed stream".into()))?;
+            for w in frame::state_writes(&result.state_writes) {
+                let w = w.map_err(TaskError::frame)?;
+                let (Some(key), Some(&kg)) = (
+                    keys.get(w.key_index as usize),
+                    self.key_groups.get(w.key_index as usize),
+                ) else {
+                    return Err(bad(format!(
+                        "state write for unknown key index {}",
+                        w.key_index
+                    )));
+                };
+                match backend.descriptors().get(w.state_index as usize) {
+                    Some(d) if d.kind == StateKind::Value => {}
+                    _ => {
+                        return Err(bad(format!(
+                            "state write to state {} which is not a value state",
+                            w.state_index
+                        )))
+                    }
+                }
+                match w.value {
+                    Some(v) => backend.put_value(w.state_index, kg, key, v),
+                    None => backend.clear_value(w.state_index, kg, key),
+                }
+            }
+            for op in frame::timer_ops(&result.timer_ops) {
+                let op = op.map_err(TaskError::frame)?;
+                let (Some(key), Some(&kg)) = (
+                    keys.get(op.key_index as usize),
+                    self.key_groups.get(op.key_index as usize),
+                ) else {
+                    return Err(bad(format!("timer for unknown key index {}", op.key_index)));
+                };
+                match op.kind {
+                    TimerOpKind::RegisterEventTime => {
+                        backend.register_timer(TimeDomain::EventTime, kg, key, op.timestamp)
+                    }
+                    TimerOpKind::DeleteEventTime => {
+                        backend.delete_timer(TimeDomain::EventTime, kg, key, op.timestamp)
+                    }
+                    TimerOpKind::RegisterProcessingTime => {
+                        backend.register_timer(TimeDomain::ProcessingTime, kg, key, op.timestamp)
+                    }
+                    TimerOpKind::DeleteProcessingTime => {
+                        backend.delete_timer(TimeDomain::ProcessingTime, kg, key, op.timestamp)
+                    }
+                }
+            }
+        }
+        if let (Some(ts), Some(g)) = (result.max_timestamp, self.generator.as_mut()) {
+            g.observe(ts);
+        }
+        for r in frame::OutputIter::new(&result.output) {
+            self.outputs.route(r.map_err(TaskError::frame)?)?;
+        }
+        self.count_out()
+    }
+
+    fn count_out(&mut self) -> Result<(), TaskError> {
+        let n = std::mem::take(&mut self.outputs.records_out);
+        self.metrics.records_out.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn emit_generated_watermark(&mut self) -> Result<(), TaskError> {
+        if let Some(wm) = self
+            .generator
+            .as_mut()
+            .and_then(WatermarkGenerator::advance)
+        {
+            self.outputs.broadcast(|| Message::Watermark(wm))?;
+        }
+        Ok(())
+    }
+
+    /// The input watermark advanced: fire event-time timers, then pass it on (unless this
+    /// vertex generates its own watermarks).
+    fn advance_watermark(&mut self, w: Watermark) -> Result<(), TaskError> {
+        if w <= self.input_watermark {
+            return Ok(());
+        }
+        self.input_watermark = w;
+        self.fire_timers(TimeDomain::EventTime, w.0)?;
+        if self.generator.is_none() || w == Watermark::MAX {
+            self.outputs.broadcast(|| Message::Watermark(w))?;
+        }
+        Ok(())
+    }
+
+    fn fire_processing_timers(&mut self) -> Result<(), TaskError> {
+        let due = self
+            .guest
+            .as_ref()
+            .and_then(|g| g.backend())
+            .and_then(|b| b.next_timer(TimeDomain::ProcessingTime));
+        match due {
+            Some(t) if t <= now_ms() => self.fire_timers(TimeDomain::ProcessingTime, now_ms()),
+            _ => Ok(()),
+        }
+    }
+
+    fn fire_timers(&mut self, domain: TimeDomain, upto: i64) -> Result<(), TaskError> {
+        if !self.keyed {
+            return Ok(());
+        }
+        loop {
+            let mut due = std::mem::take(&mut self.due);
+            due.clear();
+            {
+                let guest = self.guest.as_mut().expect("keyed");
+                let backend = guest.backend_mut().expect("keyed");
+                backend.pop_due_timers(domain, upto, &mut due);
+            }
+            if due.is_empty() {
+                self.due = due;
+                return Ok(());
+            }
+            for chunk in due.chunks(self.batch_size) {
+                self.builder.clear();
+                self.key_groups.clear();
+                let guest = self.guest.as_mut().expect("keyed");
+                let backend = guest.backend().expect("keyed");
+                for t in chunk {
+                    let n = self.builder.keys().len();
+                    let i = self.builder.key(&t.key, |slots| {
+                        for (s, d) in backend.descriptors().iter().enumerate() {
+                            if d.kind == StateKind::Value {
+                                backend.with_value(s as u32, t.key_group, &t.key, &mut |v| {
+                                    slots.put(v)
+                                });
+                            }
+                        }
+                    });
+                    if i as usize == n {
+                        self.key_groups.push(t.key_group);
+                    }
+                    self.builder
+                        .timer(i, domain == TimeDomain::ProcessingTime, t.timestamp);
+                }
+                self.builder.finish_into(&mut self.frame);
+                let ctx = self.ctx();
+                let guest = self.guest.as_mut().expect("keyed");
+                let result = guest.on_timers(&self.frame, ctx)?;
+                self.apply(result)?;
+            }
+            self.outputs.flush()?;
+            self.due = due;
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        self.advance_watermark(Watermark::MAX)?;
+        if self.generator.is_some() {
+            self.outputs
+                .broadcast(|| Message::Watermark(Watermark::MAX))?;
+        }
+        if let Some(guest) = self.guest.as_mut() {
+            let ctx = CallContext {
+                watermark: Watermark::MAX.0,
+                processing_time: now_ms(),
+            };
+            let result = guest.finish(ctx)?;
+            self.builder.clear();
+            self.key_groups.clear();
+            self.apply(result)?;
+        }
+        if let Some(sink) = self.outputs.sink.as_mut() {
+            sink.finish()?;
+        }
+        self.outputs.broadcast(|| Message::End)?;
+        Ok(())
+    }
+}
