@@ -33,7 +33,9 @@ fn install_panic_hook() {
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
-            std::panic::set_hook(Box::new(|info| host::report_panic(&info.to_string())));
+            std::panic::set_hook(Box::new(|info| {
+                host::report_panic(&crate::runtime::current_operator(), &info.to_string())
+            }));
         });
     }
 }
@@ -178,12 +180,14 @@ pub(crate) fn open_chain(g: &GraphDef, nodes: &[u32]) -> std::result::Result<Cha
             .as_ref()
             .ok_or_else(|| Failure::new(&uid(n), "is a host connector, not a guest operator"))?;
         downstream = instantiate(NodeOpen {
+            position: pos as u32,
             uid: uid(n),
             states: node.states.clone(),
             downstream,
             sides: crate::runtime::SideOutputs::new(sides),
         })?;
     }
+    crate::runtime::set_chain_operators(idx.iter().map(|&n| uid(n)).collect());
     let head_node = &g.nodes[head_index];
     let decoders = g
         .edges

@@ -259,6 +259,51 @@ impl<'a> RunCx<'a> {
     }
 }
 
+thread_local! {
+    /// uids of the chain's operators, and the position of the one running now: a panic
+    /// aborts the instance, so the panic hook reads them to name the operator.
+    static CHAIN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+pub(crate) fn set_chain_operators(uids: Vec<String>) {
+    CHAIN.with(|c| *c.borrow_mut() = uids);
+}
+
+pub(crate) fn current_operator() -> String {
+    let i = CURRENT.with(|c| c.get()) as usize;
+    CHAIN.with(|c| c.borrow().get(i).cloned().unwrap_or_default())
+}
+
+/// Marks which operator of the chain is running, for the panic hook.
+pub(crate) struct Tracked<I> {
+    pub position: u32,
+    pub inner: BoxOp<I>,
+}
+
+impl<I> Op<I> for Tracked<I> {
+    fn element(&mut self, value: I, cx: &mut RunCx<'_>) -> OpResult {
+        let previous = CURRENT.with(|c| c.replace(self.position));
+        let r = self.inner.element(value, cx);
+        CURRENT.with(|c| c.set(previous));
+        r
+    }
+
+    fn timer(&mut self, domain: TimeDomain, ts: i64, cx: &mut RunCx<'_>) -> OpResult {
+        let previous = CURRENT.with(|c| c.replace(self.position));
+        let r = self.inner.timer(domain, ts, cx);
+        CURRENT.with(|c| c.set(previous));
+        r
+    }
+
+    fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult {
+        let previous = CURRENT.with(|c| c.replace(self.position));
+        let r = self.inner.finish(cx);
+        CURRENT.with(|c| c.set(previous));
+        r
+    }
+}
+
 /// An operator instance that consumes `I`.
 pub(crate) trait Op<I> {
     fn element(&mut self, value: I, cx: &mut RunCx<'_>) -> OpResult;

@@ -31,6 +31,7 @@ use crate::connectors::{Datagen, DatagenRecord, Sink};
 use crate::process::{KeyedProcessFunction, KeyedProcessOp, StateTable};
 use crate::runtime::{
     make_head, tee_erased, BoxOp, EdgeWriter, Failure, Head, Op, OpResult, RunCx, SideOutputs,
+    Tracked,
 };
 use crate::state::StateDescriptor;
 use crate::{Error, Result};
@@ -113,6 +114,8 @@ pub(crate) enum NodeKindDef {
 
 /// What a task gives a node when it opens it.
 pub(crate) struct NodeOpen {
+    /// Position in the chain, for naming the operator that panics.
+    pub position: u32,
     pub uid: String,
     pub states: Vec<StateDescriptor>,
     pub downstream: Box<dyn Any>,
@@ -398,7 +401,11 @@ impl<T: Data> DataStream<T> {
             let down = *down
                 .downcast::<BoxOp<O>>()
                 .map_err(|_| Failure::new(&open.uid, "chained operators disagree on types"))?;
-            let op = make(open, down)?;
+            let position = open.position;
+            let op: BoxOp<T> = Box::new(Tracked {
+                position,
+                inner: make(open, down)?,
+            });
             Ok(Box::new(op) as Box<dyn Any>)
         });
         let node = add_node(
@@ -476,8 +483,25 @@ impl<T: Data> DataStream<T> {
     /// order, and keyed state and timers are scoped to the key.
     pub fn key_by<K: Data>(&self, f: impl Fn(&T) -> K + 'static) -> KeyedStream<K, T> {
         KeyedStream {
-            stream: self.clone(),
+            stream: self.through_guest(),
             key: Rc::new(f),
+        }
+    }
+
+    /// Keys are computed and sink records encoded by guest code, so a stream straight from a
+    /// host source passes through an identity operator (chained with the source) first.
+    fn through_guest(&self) -> DataStream<T> {
+        let from_source = matches!(
+            self.graph.borrow().nodes[self.node].kind,
+            NodeKindDef::Source { .. }
+        ) && self.side.is_none();
+        if from_source {
+            let partitioning = self.partitioning;
+            let mut s = self.clone().forward().map(|v: T| v).name("from-source");
+            s.partitioning = partitioning;
+            s
+        } else {
+            self.clone()
         }
     }
 
@@ -493,6 +517,7 @@ impl<T: Data> DataStream<T> {
 
     /// Writes the stream to a host sink connector.
     pub fn sink(&self, sink: Sink) -> SinkStream {
+        let this = self.through_guest();
         let node = add_node(
             &self.graph,
             NodeDef {
@@ -511,7 +536,7 @@ impl<T: Data> DataStream<T> {
                 main_tee: tee_erased::<T>,
             },
         );
-        self.connect(node, None);
+        this.connect(node, None);
         SinkStream {
             graph: self.graph.clone(),
             node,

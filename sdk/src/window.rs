@@ -371,14 +371,20 @@ where
         w.max_timestamp().saturating_add(self.lateness)
     }
 
+    /// Registers (or deletes) a window's timers: one to fire it at its end, unless the
+    /// watermark is already past that (the window then fires per record, as in Flink), and
+    /// one to purge it when the allowed lateness has passed.
     fn register(&self, cx: &mut RunCx<'_>, w: &TimeWindow, delete: bool) -> OpResult {
         let base = match self.assigner.domain {
             TimeDomain::EventTime => 0,
             TimeDomain::ProcessingTime => 2,
         };
         let op = base + u8::from(delete);
-        cx.timer_op(op, w.max_timestamp())
-            .map_err(|e| self.fail(e))?;
+        let past = self.assigner.domain == TimeDomain::EventTime && w.max_timestamp() <= cx.watermark;
+        if delete || !past {
+            cx.timer_op(op, w.max_timestamp())
+                .map_err(|e| self.fail(e))?;
+        }
         if self.lateness > 0 {
             cx.timer_op(op, self.cleanup_time(w))
                 .map_err(|e| self.fail(e))?;
@@ -504,7 +510,6 @@ where
         let mut merged = w;
         let mut acc = self.agg.create_accumulator();
         let mut kept = Vec::with_capacity(contents.len() + 1);
-        let mut absorbed = false;
         for (cw, cacc) in contents.drain(..) {
             if cw.start < merged.end && merged.start < cw.end {
                 merged = TimeWindow {
@@ -513,12 +518,10 @@ where
                 };
                 acc = self.agg.merge(acc, cacc);
                 self.register(cx, &cw, true)?;
-                absorbed = true;
             } else {
                 kept.push((cw, cacc));
             }
         }
-        let _ = absorbed;
         self.register(cx, &merged, false)?;
         kept.push((merged, acc));
         *contents = kept;

@@ -51,16 +51,23 @@ pub struct GuestChain {
     timeout: Duration,
 }
 
-/// Says what a trap means, with the guest's panic message or the limit it hit.
+/// Says what a trap means — the guest's panic message (and the operator that panicked), or
+/// the limit it hit — as `(operator, message)`.
 pub(crate) fn describe_trap(
     store: &mut Store<TaskData>,
     e: &wasmtime::Error,
     timeout: Duration,
-) -> String {
+    chain: &str,
+) -> (String, String) {
     let data = store.data_mut();
-    if let Some(p) = data.panic.take() {
-        return format!("panicked: {p}");
+    if let Some((op, p)) = data.panic.take() {
+        let op = if op.is_empty() { chain.to_string() } else { op };
+        return (op, format!("panicked: {p}"));
     }
+    (chain.to_string(), describe_limit(data, e, timeout))
+}
+
+fn describe_limit(data: &mut TaskData, e: &wasmtime::Error, timeout: Duration) -> String {
     if let Some(bytes) = data.limits.denied.take() {
         return format!(
             "exceeded the memory limit of {} bytes (tried to grow memory to {bytes} bytes)",
@@ -72,7 +79,11 @@ pub(crate) fn describe_trap(
             format!("exceeded the call deadline of {timeout:?} (is it looping?)")
         }
         Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
-        Some(t) => format!("wasm trap: {t}"),
+        Some(Trap::MemoryOutOfBounds) => format!(
+            "{} (a Rust guest whose stack overflows fails this way: its stack lives in linear memory)",
+            Trap::MemoryOutOfBounds
+        ),
+        Some(t) => t.to_string(),
         None => format!("{e:#}"),
     }
 }
@@ -131,10 +142,8 @@ impl GuestChain {
     }
 
     fn trap(&mut self, e: wasmtime::Error) -> GuestError {
-        GuestError::Trap {
-            operator: self.label.clone(),
-            message: describe_trap(&mut self.store, &e, self.timeout),
-        }
+        let (operator, message) = describe_trap(&mut self.store, &e, self.timeout, &self.label);
+        GuestError::Trap { operator, message }
     }
 
     fn arm(&mut self) {

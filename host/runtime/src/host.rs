@@ -18,7 +18,7 @@ pub(crate) struct TaskData {
     pub backend: Option<Box<dyn KeyedStateBackend>>,
     pub max_parallelism: u32,
     /// What the guest's panic hook reported, if it panicked.
-    pub panic: Option<String>,
+    pub panic: Option<(String, String)>,
     /// For log lines: `job/operator#subtask`.
     pub label: String,
 }
@@ -159,8 +159,8 @@ impl Host for TaskData {
         Ok(())
     }
 
-    fn report_panic(&mut self, message: String) -> wasmtime::Result<()> {
-        self.panic = Some(message);
+    fn report_panic(&mut self, operator: String, message: String) -> wasmtime::Result<()> {
+        self.panic = Some((operator, message));
         Ok(())
     }
 

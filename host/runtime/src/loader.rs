@@ -238,9 +238,10 @@ impl JobComponent {
         default_parallelism: u32,
     ) -> Result<JobGraph, GuestError> {
         let mut store = self.store("plan".into(), 0);
-        let trap = |store: &mut Store<TaskData>, e: wasmtime::Error| GuestError::Trap {
-            operator: "plan".into(),
-            message: crate::chain::describe_trap(store, &e, self.config.call_timeout),
+        let trap = |store: &mut Store<TaskData>, e: wasmtime::Error| {
+            let (operator, message) =
+                crate::chain::describe_trap(store, &e, self.config.call_timeout, "plan");
+            GuestError::Trap { operator, message }
         };
         let instance = self
             .pre
@@ -264,9 +265,9 @@ impl JobComponent {
         store.data_mut().max_parallelism = spec.max_parallelism;
         let operator = spec.label.clone();
         let timeout = self.config.call_timeout;
-        let trap = |store: &mut Store<TaskData>, e: wasmtime::Error| GuestError::Trap {
-            operator: operator.clone(),
-            message: crate::chain::describe_trap(store, &e, timeout),
+        let trap = |store: &mut Store<TaskData>, e: wasmtime::Error| {
+            let (operator, message) = crate::chain::describe_trap(store, &e, timeout, &operator);
+            GuestError::Trap { operator, message }
         };
         let instance = self
             .pre

@@ -370,7 +370,7 @@ pub fn run_job(
             Ok(()) => {}
             Err(TaskError::Cancelled) => cancelled = true,
             Err(error) => {
-                tracing::error!(task = %label, %error, "task failed");
+                tracing::info!(task = %label, %error, "task failed");
                 if failure.is_none() {
                     failure = Some(JobError::Task { task: label, error });
                 }

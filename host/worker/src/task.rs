@@ -228,6 +228,16 @@ impl Task {
             .records_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let Some(guest) = self.guest.as_mut() else {
+            if let (true, Some(sink)) = (source_edges.is_empty(), self.outputs.sink.as_mut()) {
+                // A sink of its own: records arrive encoded for it.
+                for r in batch.iter() {
+                    sink.write(r.map_err(TaskError::frame)?.value)?;
+                }
+                self.metrics
+                    .records_out
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
             // No guest code: a source feeding exchanges (every output edge gets a copy).
             for r in batch.iter() {
                 let r = r.map_err(TaskError::frame)?;

@@ -1,0 +1,96 @@
+//! A job that misbehaves on purpose at record `at` (default 5,000 of 10,000), chosen by
+//! `--arg mode=...`: `panic`, `error` (returns an error), `loop` (never returns),
+//! `alloc` (allocates without bound), `stack` (unbounded recursion), `duplicate-uid` (an
+//! invalid plan), `none` (behaves).
+
+use weir::prelude::*;
+
+weir::job!(build);
+
+#[derive(Clone)]
+struct FailingProcess {
+    at: u64,
+}
+
+impl KeyedProcessFunction for FailingProcess {
+    type Key = u64;
+    type In = DatagenRecord;
+    type Out = u64;
+
+    fn process_element(
+        &mut self,
+        r: DatagenRecord,
+        ctx: &mut Context<'_, '_, u64, u64>,
+    ) -> Result<()> {
+        if r.seq == self.at {
+            return Err(Error::msg(format!("refusing record {}", r.seq)));
+        }
+        ctx.emit(r.seq)
+    }
+}
+
+fn recurse(n: u64) -> u64 {
+    let buf = std::hint::black_box([n; 64]);
+    if std::hint::black_box(n) == u64::MAX {
+        return buf[3];
+    }
+    std::hint::black_box(recurse(n + 1)).wrapping_add(buf[(n % 64) as usize])
+}
+
+fn build(env: &mut StreamEnv) -> Result<()> {
+    let mode = env.arg_or("mode", "none").to_string();
+    let at: u64 = env.arg_parse("at", 5_000)?;
+    let records = env.datagen(Datagen::bounded(10_000).keys(100));
+    match mode.as_str() {
+        "error" => {
+            records
+                .key_by(|r: &DatagenRecord| r.key)
+                .process(FailingProcess { at })
+                .uid("failing-process")
+                .sink(Sink::blackhole());
+            return Ok(());
+        }
+        "duplicate-uid" => {
+            records
+                .map(|r: DatagenRecord| r.value)
+                .uid("same")
+                .filter(|v: &i64| *v > 0)
+                .uid("same")
+                .sink(Sink::blackhole());
+            return Ok(());
+        }
+        _ => {}
+    }
+    let m = mode.clone();
+    records
+        .map(move |r: DatagenRecord| {
+            if r.seq == at {
+                match m.as_str() {
+                    "panic" => panic!("boom at record {at}"),
+                    "loop" => {
+                        let mut x = r.value as u64;
+                        loop {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                            if x == 42 {
+                                std::hint::black_box(x);
+                            }
+                        }
+                    }
+                    "alloc" => {
+                        let mut hoard: Vec<Vec<u8>> = Vec::new();
+                        loop {
+                            hoard.push(vec![1u8; 1 << 20]);
+                            std::hint::black_box(&hoard);
+                        }
+                    }
+                    "stack" => return recurse(r.seq) as i64,
+                    _ => {}
+                }
+            }
+            r.value
+        })
+        .uid("faulty-map")
+        .sink(Sink::blackhole())
+        .uid("sink");
+    Ok(())
+}
