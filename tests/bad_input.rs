@@ -11,9 +11,15 @@ use common::{guest, weir};
 fn fails(args: &[&str]) -> String {
     let out = weir(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "weir {args:?} should fail; stderr:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "weir {args:?} should fail; stderr:\n{stderr}"
+    );
     assert_ne!(out.status.code(), Some(101), "weir panicked:\n{stderr}");
-    assert!(!stderr.contains("thread '"), "a host thread panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("thread '"),
+        "a host thread panicked:\n{stderr}"
+    );
     stderr
 }
 
@@ -38,7 +44,10 @@ fn a_file_that_is_not_wasm() {
 
 #[test]
 fn a_missing_file() {
-    assert_says(&fails(&["run", "/nonexistent/job.wasm"]), &["cannot read /nonexistent/job.wasm"]);
+    assert_says(
+        &fails(&["run", "/nonexistent/job.wasm"]),
+        &["cannot read /nonexistent/job.wasm"],
+    );
 }
 
 #[test]
@@ -46,7 +55,10 @@ fn a_core_module_instead_of_a_component() {
     let dir = tempfile::tempdir().unwrap();
     let module = wat::parse_str("(module (func (export \"f\")))").unwrap();
     let f = write(dir.path(), "core.wasm", &module);
-    assert_says(&fails(&["run", &f]), &["core WebAssembly module, not a component", "wasm32-wasip2"]);
+    assert_says(
+        &fails(&["run", &f]),
+        &["core WebAssembly module, not a component", "wasm32-wasip2"],
+    );
 }
 
 #[test]
@@ -93,7 +105,12 @@ fn a_component_that_is_not_a_job() {
 
 fn raw_plan(plan: &str) -> String {
     let wasm = guest("raw_plan");
-    fails(&["run", wasm.to_str().unwrap(), "--arg", &format!("plan={plan}")])
+    fails(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "--arg",
+        &format!("plan={plan}"),
+    ])
 }
 
 #[test]
@@ -103,17 +120,26 @@ fn a_plan_with_a_cycle() {
 
 #[test]
 fn a_plan_with_an_edge_to_nowhere() {
-    assert_says(&raw_plan("unknown-edge"), &["invalid plan", "refers to node 7"]);
+    assert_says(
+        &raw_plan("unknown-edge"),
+        &["invalid plan", "refers to node 7"],
+    );
 }
 
 #[test]
 fn a_plan_with_zero_parallelism() {
-    assert_says(&raw_plan("zero-parallelism"), &["operator 'a' has parallelism 0"]);
+    assert_says(
+        &raw_plan("zero-parallelism"),
+        &["operator 'a' has parallelism 0"],
+    );
 }
 
 #[test]
 fn a_plan_with_state_on_an_unkeyed_input() {
-    assert_says(&raw_plan("state-without-key"), &["'a' declares keyed state", "key_by"]);
+    assert_says(
+        &raw_plan("state-without-key"),
+        &["'a' declares keyed state", "key_by"],
+    );
 }
 
 #[test]
@@ -131,14 +157,20 @@ fn faulty(mode: &str, extra: &[&str]) -> String {
 
 #[test]
 fn a_plan_with_duplicate_uids() {
-    assert_says(&faulty("duplicate-uid", &[]), &["duplicate operator uid 'same'"]);
+    assert_says(
+        &faulty("duplicate-uid", &[]),
+        &["duplicate operator uid 'same'"],
+    );
 }
 
 #[test]
 fn a_guest_that_panics_mid_stream() {
     assert_says(
         &faulty("panic", &["--parallelism", "2"]),
-        &["operator 'faulty-map' trapped: panicked", "boom at record 5000"],
+        &[
+            "operator 'faulty-map' trapped: panicked",
+            "boom at record 5000",
+        ],
     );
 }
 
@@ -191,7 +223,10 @@ fn a_malformed_arg_flag() {
     let wasm = guest("word_count");
     let out = weir(&["run", wasm.to_str().unwrap(), "--arg", "no-equals-sign"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_says(&String::from_utf8_lossy(&out.stderr), &["expected KEY=VALUE"]);
+    assert_says(
+        &String::from_utf8_lossy(&out.stderr),
+        &["expected KEY=VALUE"],
+    );
 }
 
 #[test]

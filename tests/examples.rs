@@ -40,8 +40,8 @@ fn sorted(mut v: Vec<Value>) -> Vec<Value> {
 
 fn word_count_input(dir: &Path) -> (std::path::PathBuf, Vec<String>) {
     let vocabulary = [
-        "Apple", "apple", "APPLE", "banana", "Straße", "ÉLAN", "élan", "x2", "2x", "naïve",
-        "日本", "don't", "e-mail", "ok", "the", "The",
+        "Apple", "apple", "APPLE", "banana", "Straße", "ÉLAN", "élan", "x2", "2x", "naïve", "日本",
+        "don't", "e-mail", "ok", "the", "The",
     ];
     let separators = [" ", "  ", ", ", ". ", "! ", "\t", " -- ", "? "];
     let mut rng = Rng(7);
@@ -92,11 +92,18 @@ fn check_word_count(parallelism: u32) {
     // Each word's updates come in order (one subtask, one file, per word).
     for file in std::fs::read_dir(&out).unwrap() {
         let mut last: HashMap<String, u64> = HashMap::new();
-        for line in std::fs::read_to_string(file.unwrap().path()).unwrap().lines() {
+        for line in std::fs::read_to_string(file.unwrap().path())
+            .unwrap()
+            .lines()
+        {
             let v: Value = serde_json::from_str(line).unwrap();
             let w = v["word"].as_str().unwrap().to_string();
             let c = v["count"].as_u64().unwrap();
-            assert_eq!(last.insert(w.clone(), c).unwrap_or(0) + 1, c, "{w} out of order");
+            assert_eq!(
+                last.insert(w.clone(), c).unwrap_or(0) + 1,
+                c,
+                "{w} out of order"
+            );
         }
     }
 }
@@ -119,7 +126,10 @@ fn same_input_same_output() {
         let mut files = BTreeMap::new();
         for f in std::fs::read_dir(out).unwrap() {
             let f = f.unwrap().path();
-            files.insert(f.file_name().unwrap().to_owned(), std::fs::read(&f).unwrap());
+            files.insert(
+                f.file_name().unwrap().to_owned(),
+                std::fs::read(&f).unwrap(),
+            );
         }
         files
     };
@@ -156,7 +166,12 @@ fn windowed_sum_input(dir: &Path) -> (std::path::PathBuf, Vec<Event>) {
     }
     let text: String = events
         .iter()
-        .map(|e| format!("{{\"key\":\"{}\",\"value\":{},\"ts\":{}}}\n", e.key, e.value, e.ts))
+        .map(|e| {
+            format!(
+                "{{\"key\":\"{}\",\"value\":{},\"ts\":{}}}\n",
+                e.key, e.value, e.ts
+            )
+        })
         .collect();
     let path = dir.join("events.jsonl");
     std::fs::write(&path, text).unwrap();
@@ -174,18 +189,17 @@ fn expected_windows(events: &[Event], lateness: i64) -> (Vec<Value>, Vec<Value>)
     // (key, start) -> (count, sum, fired)
     let mut open: BTreeMap<(String, i64), (u64, i64, bool)> = BTreeMap::new();
     let (mut fired, mut late) = (Vec::new(), Vec::new());
-    let result = |k: &str, start: i64, c: u64, s: i64| {
-        json!({"key": k, "window_start": start, "window_end": start + SIZE, "count": c, "sum": s})
-    };
-    let advance = |wm: i64, open: &mut BTreeMap<(String, i64), (u64, i64, bool)>, fired: &mut Vec<Value>| {
-        for ((k, start), (c, s, done)) in open.iter_mut() {
-            if !*done && start + SIZE - 1 <= wm {
-                fired.push(result(k, *start, *c, *s));
-                *done = true;
+    let result = |k: &str, start: i64, c: u64, s: i64| json!({"key": k, "window_start": start, "window_end": start + SIZE, "count": c, "sum": s});
+    let advance =
+        |wm: i64, open: &mut BTreeMap<(String, i64), (u64, i64, bool)>, fired: &mut Vec<Value>| {
+            for ((k, start), (c, s, done)) in open.iter_mut() {
+                if !*done && start + SIZE - 1 <= wm {
+                    fired.push(result(k, *start, *c, *s));
+                    *done = true;
+                }
             }
-        }
-        open.retain(|(_, start), _| start + SIZE - 1 + lateness > wm);
-    };
+            open.retain(|(_, start), _| start + SIZE - 1 + lateness > wm);
+        };
     for chunk in events.chunks(1024) {
         for e in chunk {
             let start = e.ts.div_euclid(SIZE) * SIZE;
@@ -219,7 +233,11 @@ fn check_windowed_sum(parallelism: u32, lateness: i64) {
     let lateness_arg = format!("allowed-lateness-ms={lateness}");
     run_example("windowed_sum", &input, &out, parallelism, &[&lateness_arg]);
     let (windows, late) = expected_windows(&events, lateness);
-    assert!(late.len() > 20, "the input should have late events ({})", late.len());
+    assert!(
+        late.len() > 20,
+        "the input should have late events ({})",
+        late.len()
+    );
     let got_windows = read_json_lines(&out.join("windows"));
     let got_late = read_json_lines(&out.join("late"));
     assert_eq!(got_windows.len(), windows.len());
@@ -259,7 +277,8 @@ fn fraud_input(dir: &Path) -> (std::path::PathBuf, Vec<Txn>) {
         base += rng.below(2_500) as i64;
         let account = format!("acct-{}", rng.below(40));
         // Each account in time order; accounts interleaved up to 4 s out of order.
-        let ts = (base - rng.below(4_000) as i64).max(last.get(&account).map_or(i64::MIN, |t| t + 1));
+        let ts =
+            (base - rng.below(4_000) as i64).max(last.get(&account).map_or(i64::MIN, |t| t + 1));
         last.insert(account.clone(), ts);
         let cents = match rng.below(10) {
             0 | 1 => 1 + rng.below(99),
@@ -274,7 +293,12 @@ fn fraud_input(dir: &Path) -> (std::path::PathBuf, Vec<Txn>) {
     }
     let text: String = txns
         .iter()
-        .map(|t| format!("{{\"account\":\"{}\",\"amount\":{},\"ts\":{}}}\n", t.account, t.amount, t.ts))
+        .map(|t| {
+            format!(
+                "{{\"account\":\"{}\",\"amount\":{},\"ts\":{}}}\n",
+                t.account, t.amount, t.ts
+            )
+        })
         .collect();
     let path = dir.join("transactions.jsonl");
     std::fs::write(&path, text).unwrap();
@@ -295,7 +319,11 @@ fn check_fraud(parallelism: u32) {
             }
         }
     }
-    assert!(expected.len() > 100, "the input should raise alerts ({})", expected.len());
+    assert!(
+        expected.len() > 100,
+        "the input should raise alerts ({})",
+        expected.len()
+    );
     let got = read_json_lines(&out);
     assert_eq!(sorted(got), sorted(expected));
 }

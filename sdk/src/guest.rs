@@ -158,21 +158,31 @@ pub(crate) fn open_chain(g: &GraphDef, nodes: &[u32]) -> std::result::Result<Cha
                 ));
             }
         }
-        let mut tags: Vec<(String, Vec<Box<dyn Any>>, usize)> = Vec::new();
+        // Writers of each side output, grouped by name (several edges may read one).
+        struct SideGroup {
+            name: String,
+            writers: Vec<Box<dyn Any>>,
+            first_edge: usize,
+        }
+        let mut groups: Vec<SideGroup> = Vec::new();
         for (i, e) in g.edges.iter().enumerate() {
             if let (true, Some(tag)) = (e.source == n, &e.side_output) {
                 let writer = (e.writer)(i as u32, g.nodes[e.target].input_format);
-                match tags.iter_mut().find(|(t, _, _)| t == tag) {
-                    Some((_, ws, _)) => ws.push(writer),
-                    None => tags.push((tag.clone(), vec![writer], i)),
+                match groups.iter_mut().find(|s| s.name == *tag) {
+                    Some(s) => s.writers.push(writer),
+                    None => groups.push(SideGroup {
+                        name: tag.clone(),
+                        writers: vec![writer],
+                        first_edge: i,
+                    }),
                 }
             }
         }
-        let sides = tags
+        let sides = groups
             .into_iter()
-            .map(|(tag, ws, edge)| {
-                let out = (g.edges[edge].tee)(ws, &tag);
-                (tag, out)
+            .map(|s| {
+                let out = (g.edges[s.first_edge].tee)(s.writers, &s.name);
+                (s.name, out)
             })
             .collect();
         let instantiate = node

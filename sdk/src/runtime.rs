@@ -29,6 +29,15 @@ impl Failure {
 
 pub(crate) type OpResult = Result<(), Failure>;
 
+/// Records the test harness keeps: (output name, timestamp, postcard bytes).
+pub(crate) type Kept = Vec<(String, Option<i64>, Vec<u8>)>;
+
+/// Writes a record's key bytes.
+pub(crate) type KeyWriter<T> = std::rc::Rc<dyn Fn(&T, &mut Vec<u8>)>;
+
+/// Writes bytes into an output frame.
+pub(crate) type WriteFn<'w> = &'w dyn Fn(&mut Vec<u8>);
+
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimeDomain {
@@ -161,7 +170,7 @@ pub(crate) struct RunCx<'a> {
     pub state: &'a mut dyn StateAccess,
     /// Set by the test harness: records with nowhere to go are kept here, postcard-encoded,
     /// by output name ("" for the main output).
-    pub unrouted: Option<&'a mut Vec<(String, Option<i64>, Vec<u8>)>>,
+    pub unrouted: Option<&'a mut Kept>,
 }
 
 impl<'a> RunCx<'a> {
@@ -211,12 +220,7 @@ impl<'a> RunCx<'a> {
     }
 
     /// Writes one output record: edge, timestamp, key (written by `key`), value.
-    pub(crate) fn write_record(
-        &mut self,
-        edge: u32,
-        key: Option<&dyn Fn(&mut Vec<u8>)>,
-        value: &dyn Fn(&mut Vec<u8>),
-    ) {
+    pub(crate) fn write_record(&mut self, edge: u32, key: Option<WriteFn<'_>>, value: WriteFn<'_>) {
         let out = &mut self.out;
         out.extend_from_slice(&edge.to_le_bytes());
         out.extend_from_slice(&self.ts.unwrap_or(NO_TS).to_le_bytes());
@@ -270,6 +274,7 @@ pub(crate) fn set_chain_operators(uids: Vec<String>) {
     CHAIN.with(|c| *c.borrow_mut() = uids);
 }
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn current_operator() -> String {
     let i = CURRENT.with(|c| c.get()) as usize;
     CHAIN.with(|c| c.borrow().get(i).cloned().unwrap_or_default())
@@ -319,7 +324,7 @@ pub(crate) type BoxOp<I> = Box<dyn Op<I>>;
 pub(crate) struct EdgeWriter<T> {
     pub edge: u32,
     pub encode: Encode<T>,
-    pub key: Option<std::rc::Rc<dyn Fn(&T, &mut Vec<u8>)>>,
+    pub key: Option<KeyWriter<T>>,
 }
 
 impl<T: Data> Op<T> for EdgeWriter<T> {
@@ -545,7 +550,7 @@ impl Chain {
         watermark: i64,
         processing_time: i64,
         state: &mut dyn StateAccess,
-        unrouted: Option<&mut Vec<(String, Option<i64>, Vec<u8>)>>,
+        unrouted: Option<&mut Kept>,
     ) -> Result<CallResult, Failure> {
         let mut r = Reader::new(frame);
         let keys =
@@ -577,7 +582,7 @@ impl Chain {
         watermark: i64,
         processing_time: i64,
         state: &mut dyn StateAccess,
-        unrouted: Option<&mut Vec<(String, Option<i64>, Vec<u8>)>>,
+        unrouted: Option<&mut Kept>,
     ) -> Result<CallResult, Failure> {
         let mut r = Reader::new(frame);
         let keys =
@@ -610,7 +615,7 @@ impl Chain {
         watermark: i64,
         processing_time: i64,
         state: &mut dyn StateAccess,
-        unrouted: Option<&mut Vec<(String, Option<i64>, Vec<u8>)>>,
+        unrouted: Option<&mut Kept>,
     ) -> Result<CallResult, Failure> {
         let mut cx = RunCx::new(&[], state);
         cx.watermark = watermark;

@@ -30,8 +30,8 @@ use crate::codec::{encode_postcard, SinkFormat};
 use crate::connectors::{Datagen, DatagenRecord, Sink};
 use crate::process::{KeyedProcessFunction, KeyedProcessOp, StateTable};
 use crate::runtime::{
-    make_head, tee_erased, BoxOp, EdgeWriter, Failure, Head, Op, OpResult, RunCx, SideOutputs,
-    Tracked,
+    make_head, tee_erased, BoxOp, EdgeWriter, Failure, Head, KeyWriter, Op, OpResult, RunCx,
+    SideOutputs, Tracked,
 };
 use crate::state::StateDescriptor;
 use crate::{Error, Result};
@@ -275,8 +275,6 @@ fn add_node(graph: &Rc<RefCell<GraphDef>>, node: NodeDef) -> usize {
     g.nodes.push(node);
     g.nodes.len() - 1
 }
-
-type KeyWriter<T> = Rc<dyn Fn(&T, &mut Vec<u8>)>;
 
 /// A stream of records of type `T`.
 pub struct DataStream<T> {

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{decode_postcard, encode_postcard, Data, SinkFormat};
 use crate::guest::{build_graph, open_chain, to_wit_plan};
-use crate::runtime::{BoxOp, CallResult, Chain, Reader, RunCx, StateAccess, NONE32, NO_TS};
+use crate::runtime::{BoxOp, CallResult, Chain, Kept, Reader, RunCx, StateAccess, NONE32, NO_TS};
 use crate::state::{StateDescriptor, StateKind, ValueState};
 use crate::stream::OutputTag;
 use crate::stream::{DataStream, NodeKindDef, StreamEnv};
@@ -75,12 +75,14 @@ pub fn plan_of(
     })
 }
 
+type MapStates = BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>;
+
 /// State the harness keeps in place of the host.
 #[derive(Default)]
 struct NativeState {
     values: BTreeMap<(u32, Vec<u8>), Vec<u8>>,
     lists: BTreeMap<(u32, Vec<u8>), Vec<Vec<u8>>>,
-    maps: BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+    maps: MapStates,
 }
 
 impl StateAccess for NativeState {
@@ -136,7 +138,7 @@ pub struct Harness<I> {
     timers: BTreeSet<(i64, u8, Vec<u8>)>,
     watermark: i64,
     processing_time: i64,
-    output: Vec<(String, Option<i64>, Vec<u8>)>,
+    output: Kept,
 }
 
 fn put_u32(b: &mut Vec<u8>, v: u32) {

@@ -380,7 +380,8 @@ where
             TimeDomain::ProcessingTime => 2,
         };
         let op = base + u8::from(delete);
-        let past = self.assigner.domain == TimeDomain::EventTime && w.max_timestamp() <= cx.watermark;
+        let past =
+            self.assigner.domain == TimeDomain::EventTime && w.max_timestamp() <= cx.watermark;
         if delete || !past {
             cx.timer_op(op, w.max_timestamp())
                 .map_err(|e| self.fail(e))?;

@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn wasm_target_dir() -> PathBuf {
@@ -25,7 +28,13 @@ pub fn guest_dir() -> &'static Path {
         let target = wasm_target_dir();
         for manifest in ["guest-examples/Cargo.toml", "tests/guests/Cargo.toml"] {
             let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                ])
                 .arg(root().join(manifest))
                 .arg("--target-dir")
                 .arg(&target)
@@ -82,7 +91,11 @@ pub fn read_json_lines(dir: &Path) -> Vec<serde_json::Value> {
     files.sort();
     for f in files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
-        assert!(!name.starts_with('.'), "unfinished file left behind: {}", f.display());
+        assert!(
+            !name.starts_with('.'),
+            "unfinished file left behind: {}",
+            f.display()
+        );
         for line in std::fs::read_to_string(&f).unwrap().lines() {
             out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")));
         }

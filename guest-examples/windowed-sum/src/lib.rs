@@ -66,12 +66,14 @@ pub fn windows(events: DataStream<Event>, allowed_lateness_ms: i64) -> DataStrea
         .window(WindowAssigner::tumbling_event_time(10_000))
         .allowed_lateness(allowed_lateness_ms)
         .side_output_late_data(&LATE)
-        .aggregate(CountAndSum, |key: &String, w: &TimeWindow, (count, sum)| WindowSum {
-            key: key.clone(),
-            window_start: w.start,
-            window_end: w.end,
-            count,
-            sum,
+        .aggregate(CountAndSum, |key: &String, w: &TimeWindow, (count, sum)| {
+            WindowSum {
+                key: key.clone(),
+                window_start: w.start,
+                window_end: w.end,
+                count,
+                sum,
+            }
         })
 }
 
@@ -87,7 +89,8 @@ pub fn build(env: &mut StreamEnv) -> Result<()> {
         })
         .uid("timestamps");
     let sums = windows(events, lateness).uid("window");
-    sums.sink(Sink::file(format!("{output}/windows"))).uid("windows-sink");
+    sums.sink(Sink::file(format!("{output}/windows")))
+        .uid("windows-sink");
     sums.side_output(&LATE)
         .sink(Sink::file(format!("{output}/late")))
         .uid("late-sink");
@@ -123,7 +126,10 @@ mod tests {
         assert_eq!(h.take_side_output(&LATE).unwrap(), vec![ev("a", 8, 5_000)]);
         h.finish().unwrap();
         let out: Vec<WindowSum> = h.take_output().unwrap();
-        assert_eq!((out[0].window_start, out[0].count, out[0].sum), (10_000, 1, 4));
+        assert_eq!(
+            (out[0].window_start, out[0].count, out[0].sum),
+            (10_000, 1, 4)
+        );
         assert_eq!(h.pending_timers(), 0);
     }
 

@@ -67,7 +67,10 @@ mod tests {
 
     #[test]
     fn words_are_lowercased_alphanumeric_runs() {
-        assert_eq!(words("Hello, wörld! x2 ÉTÉ--a"), ["hello", "wörld", "x2", "été", "a"]);
+        assert_eq!(
+            words("Hello, wörld! x2 ÉTÉ--a"),
+            ["hello", "wörld", "x2", "été", "a"]
+        );
     }
 
     #[test]

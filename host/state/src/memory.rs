@@ -7,13 +7,16 @@ use weir_core::{KeyGroupRange, StateDescriptor};
 
 use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer};
 
+/// The map states of one state index: key → (user key → value).
+type MapStates = HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 /// State of one key group.
 #[derive(Debug, Default, Clone)]
 struct KeyGroupState {
     /// Per state index.
     values: Vec<HashMap<Vec<u8>, Vec<u8>>>,
     lists: Vec<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
-    maps: Vec<HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    maps: Vec<MapStates>,
 }
 
 /// Keeps all keyed state and timers on the heap.

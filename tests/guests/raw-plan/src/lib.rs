@@ -48,7 +48,11 @@ impl Guest for Raw {
                 config: vec![("count".into(), "10".into())],
             }),
         );
-        let mut nodes = vec![source, node("a", NodeKind::Operator), node("b", NodeKind::Operator)];
+        let mut nodes = vec![
+            source,
+            node("a", NodeKind::Operator),
+            node("b", NodeKind::Operator),
+        ];
         let mut edges = vec![edge(0, 1), edge(1, 2)];
         match which {
             "cycle" => edges.push(edge(2, 1)),
