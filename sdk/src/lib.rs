@@ -128,6 +128,13 @@ macro_rules! job {
         #[doc(hidden)]
         type __WeirComponent = $crate::__private::Component<__WeirJob>;
 
-        $crate::wit::__export_job_component!(__WeirComponent with_types_in $crate::wit);
+        // Exported only when built as a component: natively (unit tests with the harness)
+        // the crate is a plain library.
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        mod __weir_exports {
+            use super::__WeirComponent;
+            $crate::wit::__export_job_component!(__WeirComponent with_types_in $crate::wit);
+        }
     };
 }

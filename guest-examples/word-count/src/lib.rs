@@ -75,14 +75,13 @@ mod tests {
 
     #[test]
     fn counts_accumulate_per_word() {
-        let mut h = Harness::new(|lines: DataStream<String>| {
-            lines
-                .flat_map(|l: String| words(&l))
-                .key_by(|w: &String| w.clone())
-                .process(CountWords)
+        let mut h = Harness::new(|words: DataStream<String>| {
+            words.key_by(|w: &String| w.clone()).process(CountWords)
         })
         .unwrap();
-        h.process("a b a".into(), None).unwrap();
+        for w in words("a b a") {
+            h.process(w, None).unwrap();
+        }
         let out: Vec<WordCount> = h.take_output().unwrap();
         let counts: Vec<_> = out.iter().map(|w| (w.word.as_str(), w.count)).collect();
         assert_eq!(counts, [("a", 1), ("b", 1), ("a", 2)]);

@@ -158,3 +158,99 @@ impl ExecutionPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weir_core::{Connector, Edge, Node};
+
+    use super::*;
+
+    fn node(uid: &str, kind: NodeKind, parallelism: u32) -> Node {
+        Node {
+            uid: uid.into(),
+            name: uid.into(),
+            kind,
+            parallelism,
+            states: vec![],
+            watermarks: None,
+        }
+    }
+
+    fn connector() -> Connector {
+        Connector {
+            name: "x".into(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    fn edge(source: usize, target: usize, partitioning: Partitioning) -> Edge {
+        Edge {
+            source,
+            target,
+            side_output: None,
+            partitioning,
+        }
+    }
+
+    #[test]
+    fn forward_edges_of_equal_parallelism_chain() {
+        // source -> map -> (hash) -> count -> sink, plus a side output of count.
+        let graph = JobGraph {
+            name: "t".into(),
+            max_parallelism: 128,
+            nodes: vec![
+                node("source", NodeKind::Source(connector()), 2),
+                node("map", NodeKind::Operator, 2),
+                node("count", NodeKind::Operator, 2),
+                node("sink", NodeKind::Sink(connector()), 2),
+                node("late", NodeKind::Sink(connector()), 1),
+            ],
+            edges: vec![
+                edge(0, 1, Partitioning::Forward),
+                edge(1, 2, Partitioning::Hash),
+                edge(2, 3, Partitioning::Forward),
+                Edge {
+                    side_output: Some("late".into()),
+                    ..edge(2, 4, Partitioning::Rebalance)
+                },
+            ],
+        };
+        graph.validate().unwrap();
+        let plan = ExecutionPlan::new(&graph);
+        let names: Vec<String> = plan.vertices.iter().map(|v| v.name(&graph)).collect();
+        assert_eq!(names, ["source -> map", "count -> sink", "late"]);
+        assert_eq!(plan.routes[0], Route::Chained);
+        assert_eq!(
+            plan.routes[1],
+            Route::Exchange {
+                vertex: 1,
+                partitioning: Partitioning::Hash
+            }
+        );
+        assert_eq!(plan.routes[2], Route::LocalSink);
+        assert!(matches!(plan.routes[3], Route::Exchange { vertex: 2, .. }));
+    }
+
+    #[test]
+    fn fan_out_and_unequal_parallelism_break_chains() {
+        let graph = JobGraph {
+            name: "t".into(),
+            max_parallelism: 128,
+            nodes: vec![
+                node("source", NodeKind::Source(connector()), 1),
+                node("a", NodeKind::Operator, 1),
+                node("b", NodeKind::Operator, 1),
+                node("c", NodeKind::Operator, 3),
+            ],
+            edges: vec![
+                edge(0, 1, Partitioning::Forward),
+                edge(0, 2, Partitioning::Forward),
+                edge(2, 3, Partitioning::Rebalance),
+            ],
+        };
+        let plan = ExecutionPlan::new(&graph);
+        assert_eq!(plan.vertices.len(), 4);
+    }
+}
