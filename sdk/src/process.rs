@@ -238,16 +238,15 @@ impl<T: Data> ValueHandle<'_, '_, T> {
     /// Replaces the value.
     pub fn set(&mut self, value: &T) -> Result<()> {
         let slot = self.slot()?;
-        let mut buf = Vec::new();
-        encode_postcard(value, &mut buf);
-        self.cx.set_value_slot(slot, Some(buf));
+        self.cx
+            .write_value_slot(slot, |out| encode_postcard(value, out));
         Ok(())
     }
 
     /// Removes the value.
     pub fn clear(&mut self) -> Result<()> {
         let slot = self.slot()?;
-        self.cx.set_value_slot(slot, None);
+        self.cx.clear_value_slot(slot);
         Ok(())
     }
 }

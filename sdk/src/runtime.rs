@@ -119,11 +119,14 @@ impl<'a> Reader<'a> {
 }
 
 /// The current value of one value-state slot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Slot {
     Absent,
+    /// Prefetched: a range of the host's frame.
     InFrame(u32, u32),
-    Written(Option<Vec<u8>>),
+    /// Written in this call: a range of the key table's arena.
+    Written(u32, u32),
+    Cleared,
 }
 
 /// The keys of one call and their prefetched value state.
@@ -132,6 +135,8 @@ pub(crate) struct KeyTable {
     keys: Vec<(u32, u32)>,
     slots: Vec<Slot>,
     values: usize,
+    /// Values written in this call, back to back (no allocation per write).
+    arena: Vec<u8>,
 }
 
 impl KeyTable {
@@ -152,6 +157,7 @@ impl KeyTable {
             keys,
             slots,
             values,
+            arena: Vec::new(),
         })
     }
 }
@@ -197,17 +203,29 @@ impl<'a> RunCx<'a> {
 
     pub(crate) fn value_slot(&self, slot: usize) -> Option<&[u8]> {
         let key = self.key? as usize;
-        match &self.keys.slots[key * self.keys.values + slot] {
-            Slot::Absent => None,
-            Slot::InFrame(s, l) => Some(&self.frame[*s as usize..(*s + *l) as usize]),
-            Slot::Written(v) => v.as_deref(),
+        match self.keys.slots[key * self.keys.values + slot] {
+            Slot::Absent | Slot::Cleared => None,
+            Slot::InFrame(s, l) => Some(&self.frame[s as usize..(s + l) as usize]),
+            Slot::Written(s, l) => Some(&self.keys.arena[s as usize..(s + l) as usize]),
         }
     }
 
-    pub(crate) fn set_value_slot(&mut self, slot: usize, value: Option<Vec<u8>>) {
+    /// Sets the current key's value in `slot` to what `write` appends.
+    pub(crate) fn write_value_slot(&mut self, slot: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(key) = self.key {
+            let start = self.keys.arena.len();
+            write(&mut self.keys.arena);
+            let len = self.keys.arena.len() - start;
+            let i = key as usize * self.keys.values + slot;
+            self.keys.slots[i] = Slot::Written(start as u32, len as u32);
+        }
+    }
+
+    /// Clears the current key's value in `slot`.
+    pub(crate) fn clear_value_slot(&mut self, slot: usize) {
         if let Some(key) = self.key {
             let i = key as usize * self.keys.values + slot;
-            self.keys.slots[i] = Slot::Written(value);
+            self.keys.slots[i] = Slot::Cleared;
         }
     }
 
@@ -245,18 +263,21 @@ impl<'a> RunCx<'a> {
             return w;
         }
         for (i, slot) in self.keys.slots.iter().enumerate() {
-            if let Slot::Written(v) = slot {
-                let key = (i / self.keys.values) as u32;
-                let state = value_states[i % self.keys.values];
-                w.extend_from_slice(&key.to_le_bytes());
-                w.extend_from_slice(&state.to_le_bytes());
-                match v {
-                    Some(b) => {
-                        w.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                        w.extend_from_slice(b);
-                    }
-                    None => w.extend_from_slice(&NONE32.to_le_bytes()),
+            let value = match *slot {
+                Slot::Written(s, l) => Some(&self.keys.arena[s as usize..(s + l) as usize]),
+                Slot::Cleared => None,
+                Slot::Absent | Slot::InFrame(..) => continue,
+            };
+            let key = (i / self.keys.values) as u32;
+            let state = value_states[i % self.keys.values];
+            w.extend_from_slice(&key.to_le_bytes());
+            w.extend_from_slice(&state.to_le_bytes());
+            match value {
+                Some(b) => {
+                    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    w.extend_from_slice(b);
                 }
+                None => w.extend_from_slice(&NONE32.to_le_bytes()),
             }
         }
         w
@@ -560,11 +581,12 @@ impl Chain {
         cx.watermark = watermark;
         cx.processing_time = processing_time;
         cx.unrouted = unrouted;
+        cx.out.reserve(frame.len());
         let n = r.u32().map_err(|e| self.host_error(e))?;
         for _ in 0..n {
             let edge = r.u32().map_err(|e| self.host_error(e))?;
-            let key = r.u32().map_err(|e| self.host_error(e))?;
             let ts = r.i64().map_err(|e| self.host_error(e))?;
+            let key = r.u32().map_err(|e| self.host_error(e))?;
             let bytes = r.bytes().map_err(|e| self.host_error(e))?;
             if key != NONE32 && key as usize >= cx.keys.keys.len() {
                 return Err(self.host_error(format!("key index {key} out of range")));

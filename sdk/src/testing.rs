@@ -300,8 +300,8 @@ impl<I: Data> Harness<I> {
         self.key_table(&keys, &mut frame);
         put_u32(&mut frame, 1);
         put_u32(&mut frame, edge);
-        put_u32(&mut frame, if keys.is_empty() { NONE32 } else { 0 });
         frame.extend_from_slice(&ts.to_le_bytes());
+        put_u32(&mut frame, if keys.is_empty() { NONE32 } else { 0 });
         put_opt(&mut frame, Some(value));
         let r = Self::check(self.chain.process(
             &frame,

@@ -359,11 +359,9 @@ where
 
     fn store(&self, cx: &mut RunCx<'_>, contents: &Contents<A::Acc>) {
         if contents.is_empty() {
-            cx.set_value_slot(0, None);
+            cx.clear_value_slot(0);
         } else {
-            let mut buf = Vec::new();
-            encode_postcard(contents, &mut buf);
-            cx.set_value_slot(0, Some(buf));
+            cx.write_value_slot(0, |out| encode_postcard(contents, out));
         }
     }
 

@@ -5,8 +5,6 @@
 //! from a guest are untrusted: every reader here checks bounds and reports a [`FrameError`]
 //! instead of panicking.
 
-use std::collections::HashMap;
-
 /// `u32` marker for "absent" (no key, no value, state cleared).
 pub const NONE32: u32 = u32::MAX;
 /// Timestamp marker for "no timestamp".
@@ -39,6 +37,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether everything was read.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
@@ -57,6 +56,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `n` bytes.
+    #[inline]
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         let end = self
             .pos
@@ -69,11 +69,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u8`.
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.bytes(1)?[0])
     }
 
     /// A `u32`.
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, FrameError> {
         Ok(u32::from_le_bytes(
             self.bytes(4)?.try_into().expect("4 bytes"),
@@ -81,6 +83,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An `i64`.
+    #[inline]
     pub fn i64(&mut self) -> Result<i64, FrameError> {
         Ok(i64::from_le_bytes(
             self.bytes(8)?.try_into().expect("8 bytes"),
@@ -88,6 +91,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u32` length followed by that many bytes, or `None` for [`NONE32`].
+    #[inline]
     pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, FrameError> {
         match self.u32()? {
             NONE32 => Ok(None),
@@ -96,15 +100,18 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u32` length followed by that many bytes.
+    #[inline]
     pub fn len_bytes(&mut self) -> Result<&'a [u8], FrameError> {
         self.opt_bytes()?.ok_or_else(|| self.err("missing bytes"))
     }
 }
 
+#[inline]
 fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_opt_bytes(buf: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         Some(b) => {
@@ -148,6 +155,7 @@ impl RecordBatch {
     }
 
     /// Appends a record.
+    #[inline]
     pub fn push(&mut self, r: RecordRef<'_>) {
         put_u32(&mut self.bytes, r.edge);
         self.bytes
@@ -229,14 +237,28 @@ impl<'a> Iterator for OutputIter<'a> {
 
 /// Builds a `process` or `on-timers` frame: a key table with prefetched value state, then
 /// records or timers that refer to keys by index.
-#[derive(Debug, Default)]
+///
+/// Keys are deduplicated through a hash table over a byte arena, so adding a record costs
+/// no allocation once the builder's buffers have grown.
+#[derive(Default)]
 pub struct FrameBuilder {
-    keys: Vec<u8>,
+    table: Vec<u8>,
     key_count: u32,
-    key_index: HashMap<Vec<u8>, u32>,
-    key_list: Vec<Vec<u8>>,
+    arena: Vec<u8>,
+    ranges: Vec<(u32, u32)>,
+    index: hashbrown::HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
     body: Vec<u8>,
     body_count: u32,
+}
+
+impl std::fmt::Debug for FrameBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameBuilder")
+            .field("keys", &self.key_count)
+            .field("entries", &self.body_count)
+            .finish()
+    }
 }
 
 /// Where the prefetched values of one key's value states are written, in declaration order.
@@ -257,30 +279,57 @@ impl FrameBuilder {
         Self::default()
     }
 
+    /// Key `i` of the table.
+    pub fn key_at(&self, i: u32) -> Option<&[u8]> {
+        let &(start, len) = self.ranges.get(i as usize)?;
+        Some(&self.arena[start as usize..(start + len) as usize])
+    }
+
+    /// Number of keys in the table.
+    pub fn key_count(&self) -> u32 {
+        self.key_count
+    }
+
     /// Index of `key` in the key table, adding it (and its prefetched values, written by
     /// `prefetch`) the first time it is seen.
     pub fn key(&mut self, key: &[u8], prefetch: impl FnOnce(&mut ValueSlots<'_>)) -> u32 {
-        if let Some(&i) = self.key_index.get(key) {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        let (arena, ranges) = (&self.arena, &self.ranges);
+        let slice = |i: u32| {
+            let (s, l) = ranges[i as usize];
+            &arena[s as usize..(s + l) as usize]
+        };
+        if let Some(&i) = self.index.find(hash, |&i| slice(i) == key) {
             return i;
         }
         let i = self.key_count;
-        put_opt_bytes(&mut self.keys, Some(key));
+        put_opt_bytes(&mut self.table, Some(key));
         prefetch(&mut ValueSlots {
-            buf: &mut self.keys,
+            buf: &mut self.table,
         });
+        self.ranges
+            .push((self.arena.len() as u32, key.len() as u32));
+        self.arena.extend_from_slice(key);
         self.key_count += 1;
-        self.key_index.insert(key.to_vec(), i);
-        self.key_list.push(key.to_vec());
+        let (arena, ranges, hasher) = (&self.arena, &self.ranges, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| {
+            let (s, l) = ranges[j as usize];
+            hasher.hash_one(&arena[s as usize..(s + l) as usize])
+        });
         i
     }
 
     /// Appends a record to a `process` frame.
+    #[inline]
     pub fn record(&mut self, edge: u32, key_index: Option<u32>, ts: Option<i64>, value: &[u8]) {
-        put_u32(&mut self.body, edge);
-        put_u32(&mut self.body, key_index.unwrap_or(NONE32));
-        self.body
-            .extend_from_slice(&ts.unwrap_or(NO_TS).to_le_bytes());
-        put_opt_bytes(&mut self.body, Some(value));
+        let b = &mut self.body;
+        b.reserve(20 + value.len());
+        b.extend_from_slice(&edge.to_le_bytes());
+        b.extend_from_slice(&ts.unwrap_or(NO_TS).to_le_bytes());
+        b.extend_from_slice(&key_index.unwrap_or(NONE32).to_le_bytes());
+        b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        b.extend_from_slice(value);
         self.body_count += 1;
     }
 
@@ -297,28 +346,35 @@ impl FrameBuilder {
         self.body_count
     }
 
-    /// The keys in table order (index `i` is key `i`).
-    pub fn keys(&self) -> &[Vec<u8>] {
-        &self.key_list
-    }
-
     /// Writes the frame into `out` (cleared first). The key table stays readable through
-    /// [`FrameBuilder::keys`] until [`FrameBuilder::clear`].
+    /// [`FrameBuilder::key_at`] until [`FrameBuilder::clear`].
     pub fn finish_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(8 + self.keys.len() + self.body.len());
+        out.reserve(8 + self.table.len() + self.body.len());
         put_u32(out, self.key_count);
-        out.extend_from_slice(&self.keys);
+        out.extend_from_slice(&self.table);
         put_u32(out, self.body_count);
         out.extend_from_slice(&self.body);
     }
 
+    /// Writes a `process` frame straight from a batch whose records carry no key: for such
+    /// records the batch layout and the frame's record layout are the same bytes. (The host
+    /// strips keys from records on every edge that is not hash-partitioned.)
+    pub fn unkeyed_frame(batch: &RecordBatch, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(8 + batch.bytes.len());
+        put_u32(out, 0);
+        put_u32(out, batch.len as u32);
+        out.extend_from_slice(&batch.bytes);
+    }
+
     /// Empties the builder for the next frame, keeping its allocations.
     pub fn clear(&mut self) {
-        self.keys.clear();
+        self.table.clear();
         self.key_count = 0;
-        self.key_index.clear();
-        self.key_list.clear();
+        self.arena.clear();
+        self.ranges.clear();
+        self.index.clear();
         self.body.clear();
         self.body_count = 0;
     }

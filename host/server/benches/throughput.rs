@@ -62,7 +62,10 @@ fn native_window_count(count: u64) -> u64 {
     for seq in 0..count {
         let (_, key, _, ts) = black_box(record(seq, 100));
         if ts >= window_end {
-            out += windows.drain().map(|(k, n)| black_box(k ^ n) & 1).sum::<u64>();
+            out += windows
+                .drain()
+                .map(|(k, n)| black_box(k ^ n) & 1)
+                .sum::<u64>();
             window_end += 1_000;
         }
         *windows.entry(key).or_default() += 1;
@@ -83,13 +86,30 @@ fn main() {
     let runs = 3;
     let wasm = common::guest("benchmarks");
     let runtime = Runtime::new(RuntimeConfig::default()).expect("engine");
-    let component = runtime.load(&std::fs::read(&wasm).unwrap()).expect("component");
+    let component = runtime
+        .load(&std::fs::read(&wasm).unwrap())
+        .expect("component");
 
     type Native = fn(u64) -> u64;
     let cases: [(&str, &str, u64, Native); 3] = [
-        ("(a) map + filter", "map-filter", 20_000_000, native_map_filter),
-        ("(b) keyed count, 100k keys", "keyed-count", 5_000_000, native_keyed_count),
-        ("(c) 1 s window count", "window-count", 5_000_000, native_window_count),
+        (
+            "(a) map + filter",
+            "map-filter",
+            20_000_000,
+            native_map_filter,
+        ),
+        (
+            "(b) keyed count, 100k keys",
+            "keyed-count",
+            5_000_000,
+            native_keyed_count,
+        ),
+        (
+            "(c) 1 s window count",
+            "window-count",
+            5_000_000,
+            native_window_count,
+        ),
     ];
     println!(
         "{:<28} {:>12} {:>14} {:>16} {:>10} {:>8}",

@@ -3,19 +3,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 use weir_core::{KeyGroupRange, StateDescriptor};
 
 use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer};
 
+/// Keys and values up to 24 bytes live inline in the hash table: no pointer to chase on
+/// lookup, no allocation on insert.
+type Inline = SmallVec<[u8; 24]>;
+
 /// The map states of one state index: key → (user key → value).
-type MapStates = HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+type MapStates = HashMap<Inline, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// State of one key group.
 #[derive(Debug, Default, Clone)]
 struct KeyGroupState {
     /// Per state index.
-    values: Vec<HashMap<Vec<u8>, Vec<u8>>>,
-    lists: Vec<HashMap<Vec<u8>, Vec<Vec<u8>>>>,
+    values: Vec<HashMap<Inline, Inline>>,
+    lists: Vec<HashMap<Inline, Vec<Vec<u8>>>>,
     maps: Vec<MapStates>,
 }
 
@@ -86,7 +91,7 @@ impl KeyedStateBackend for MemoryStateBackend {
     ) {
         f(self.group(key_group).values[state as usize]
             .get(key)
-            .map(Vec::as_slice))
+            .map(|v| v.as_slice()))
     }
 
     fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
@@ -97,7 +102,7 @@ impl KeyedStateBackend for MemoryStateBackend {
                 v.extend_from_slice(value);
             }
             None => {
-                map.insert(key.to_vec(), value.to_vec());
+                map.insert(Inline::from_slice(key), Inline::from_slice(value));
             }
         }
     }
@@ -115,7 +120,7 @@ impl KeyedStateBackend for MemoryStateBackend {
 
     fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
         self.group_mut(key_group).lists[state as usize]
-            .entry_ref(key)
+            .entry(Inline::from_slice(key))
             .or_default()
             .push(value.to_vec());
     }
@@ -146,7 +151,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         value: &[u8],
     ) {
         self.group_mut(key_group).maps[state as usize]
-            .entry_ref(key)
+            .entry(Inline::from_slice(key))
             .or_default()
             .insert(user_key.to_vec(), value.to_vec());
     }

@@ -146,6 +146,11 @@ impl Outputs {
                         &many
                     }
                 };
+                // Only hash edges carry keys (an unkeyed receiver takes the batch as is).
+                let r = match partitioning {
+                    Partitioning::Hash => r,
+                    _ => RecordRef { key: None, ..r },
+                };
                 for &t in subtasks {
                     let t = t as usize;
                     d.buffers[t].push(r);
@@ -212,12 +217,22 @@ pub enum Input {
 }
 
 impl InputGate {
-    /// A gate over `receivers`.
-    pub fn new(receivers: Vec<Receiver<Message>>) -> Self {
+    /// A gate over `receivers`; channels whose sender is known never to produce a record
+    /// (`silent`) start at watermark +inf, so they never hold the others back.
+    pub fn new(receivers: Vec<Receiver<Message>>, silent: Vec<bool>) -> Self {
         let n = receivers.len();
+        let watermarks = (0..n)
+            .map(|i| {
+                if silent.get(i).copied().unwrap_or(false) {
+                    Watermark::MAX
+                } else {
+                    Watermark::MIN
+                }
+            })
+            .collect();
         InputGate {
             receivers,
-            watermarks: vec![Watermark::MIN; n],
+            watermarks,
             idle: vec![false; n],
             ended: vec![false; n],
             current: Watermark::MIN,

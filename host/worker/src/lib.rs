@@ -204,6 +204,24 @@ pub fn run_job(
     let max_p = graph.max_parallelism;
     tracing::info!(job = %graph.name, vertices = plan.vertices.len(), "starting job");
 
+    // Source readers first: which subtasks will never produce a record is known now.
+    let mut readers: Vec<Vec<Option<Box<dyn connectors::SourceReader>>>> = Vec::new();
+    for v in &plan.vertices {
+        let mut per_subtask = Vec::new();
+        for i in 0..v.parallelism {
+            per_subtask.push(match v.source {
+                Some(s) => {
+                    let NodeKind::Source(c) = &graph.nodes[s].kind else {
+                        unreachable!("vertex sources are source nodes")
+                    };
+                    Some(connectors::open_source(c, i, v.parallelism)?)
+                }
+                None => None,
+            });
+        }
+        readers.push(per_subtask);
+    }
+
     // Channels: every subtask of a vertex to every subtask of each downstream vertex.
     let nv = plan.vertices.len();
     let mut senders: Vec<Vec<Vec<Downstream>>> = plan
@@ -211,7 +229,8 @@ pub fn run_job(
         .iter()
         .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
         .collect();
-    let mut receivers: Vec<Vec<Vec<crossbeam_channel::Receiver<exchange::Message>>>> = plan
+    type Inputs = Vec<(crossbeam_channel::Receiver<exchange::Message>, bool)>;
+    let mut receivers: Vec<Vec<Inputs>> = plan
         .vertices
         .iter()
         .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
@@ -231,11 +250,14 @@ pub fn run_job(
         for d in targets {
             let dp = plan.vertices[d].parallelism;
             for i in 0..v.parallelism {
+                let silent = readers[vi][i as usize]
+                    .as_ref()
+                    .is_some_and(|r| r.is_empty());
                 let mut txs = Vec::with_capacity(dp as usize);
                 for j in 0..dp {
                     let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity);
                     txs.push(tx);
-                    receivers[d][j as usize].push(rx);
+                    receivers[d][j as usize].push((rx, silent));
                 }
                 senders[vi][i as usize].push(Downstream::new(d, txs));
             }
@@ -259,11 +281,8 @@ pub fn run_job(
             .or_else(|| v.guest.iter().find_map(|&g| graph.nodes[g].watermarks));
         for i in 0..v.parallelism {
             let label = format!("{}#{i}", v.name(&graph));
-            let input = match v.source {
-                Some(s) => {
-                    let NodeKind::Source(c) = &graph.nodes[s].kind else {
-                        unreachable!("vertex sources are source nodes")
-                    };
+            let input = match (v.source, readers[vi][i as usize].take()) {
+                (Some(s), Some(reader)) => {
                     let edges = graph
                         .edges
                         .iter()
@@ -271,14 +290,14 @@ pub fn run_job(
                         .filter(|(_, e)| e.source == s)
                         .map(|(k, _)| k as u32)
                         .collect();
-                    TaskInput::Source {
-                        reader: connectors::open_source(c, i, v.parallelism)?,
-                        edges,
-                    }
+                    TaskInput::Source { reader, edges }
                 }
-                None => TaskInput::Gate(InputGate::new(std::mem::take(
-                    &mut receivers[vi][i as usize],
-                ))),
+                _ => {
+                    let (rx, silent) = std::mem::take(&mut receivers[vi][i as usize])
+                        .into_iter()
+                        .unzip();
+                    TaskInput::Gate(InputGate::new(rx, silent))
+                }
             };
             let guest = if v.guest.is_empty() {
                 None

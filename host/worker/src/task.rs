@@ -138,7 +138,10 @@ impl Task {
 
     /// Runs until the input ends, the job is cancelled, or something fails.
     pub fn run(mut self) -> Result<(), TaskError> {
-        match std::mem::replace(&mut self.input, TaskInput::Gate(InputGate::new(vec![]))) {
+        match std::mem::replace(
+            &mut self.input,
+            TaskInput::Gate(InputGate::new(vec![], vec![])),
+        ) {
             TaskInput::Source { mut reader, edges } => {
                 let r = self.run_source(reader.as_mut(), &edges);
                 self.input = TaskInput::Source { reader, edges };
@@ -157,49 +160,79 @@ impl Task {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// Reads the source on a fetcher thread (as Flink's split fetchers do), so reading and
+    /// processing overlap; batches travel over a small bounded queue and are recycled.
     fn run_source(
         &mut self,
         reader: &mut dyn SourceReader,
         edges: &[u32],
     ) -> Result<(), TaskError> {
-        let mut batch = RecordBatch::with_capacity(64 << 10);
         let edge = edges.first().copied().unwrap_or(u32::MAX);
-        loop {
-            if self.cancelled() {
-                return Err(TaskError::Cancelled);
+        let batch_size = self.batch_size;
+        let cancel = self.cancel.clone();
+        type Fetched = Result<(RecordBatch, bool), crate::connectors::ConnectorError>;
+        let (full_tx, full_rx) = crossbeam_channel::bounded::<Fetched>(2);
+        let (empty_tx, empty_rx) = crossbeam_channel::bounded::<RecordBatch>(4);
+        std::thread::scope(|scope| {
+            scope.spawn(move || loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let mut batch = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| RecordBatch::with_capacity(64 << 10));
+                batch.clear();
+                let fetched = reader.read_batch(&mut batch, edge, batch_size);
+                let done = !matches!(fetched, Ok(true));
+                if full_tx.send(fetched.map(|more| (batch, more))).is_err() || done {
+                    return;
+                }
+            });
+            // Dropping the receiver (on return, error or not) stops the fetcher.
+            let full_rx = full_rx;
+            loop {
+                if self.cancelled() {
+                    return Err(TaskError::Cancelled);
+                }
+                let Ok(fetched) = full_rx.recv() else {
+                    return Ok(());
+                };
+                let (batch, more) = fetched?;
+                self.source_batch(&batch, edges)?;
+                let _ = empty_tx.try_send(batch);
+                if !more {
+                    return Ok(());
+                }
             }
-            batch.clear();
-            let more = reader.read_batch(&mut batch, edge, self.batch_size)?;
-            if !batch.is_empty() {
-                if let Some(g) = self.generator.as_mut() {
-                    for r in batch.iter() {
-                        if let Some(ts) = r.map_err(TaskError::frame)?.timestamp {
-                            g.observe(ts);
-                        }
-                    }
-                    g.last_record = Instant::now();
-                    if g.idle {
-                        g.idle = false;
-                        self.outputs.broadcast(|| Message::Idle(false))?;
+        })
+    }
+
+    fn source_batch(&mut self, batch: &RecordBatch, edges: &[u32]) -> Result<(), TaskError> {
+        if !batch.is_empty() {
+            if let Some(g) = self.generator.as_mut() {
+                for r in batch.iter() {
+                    if let Some(ts) = r.map_err(TaskError::frame)?.timestamp {
+                        g.observe(ts);
                     }
                 }
-                self.records(&batch, edges)?;
-            } else if let Some(g) = self.generator.as_mut() {
-                let idle_after = g.strategy.idle_timeout_ms;
-                if let Some(ms) = idle_after {
-                    if !g.idle && g.last_record.elapsed() >= Duration::from_millis(ms as u64) {
-                        g.idle = true;
-                        self.outputs.broadcast(|| Message::Idle(true))?;
-                    }
+                g.last_record = Instant::now();
+                if g.idle {
+                    g.idle = false;
+                    self.outputs.broadcast(|| Message::Idle(false))?;
                 }
             }
-            self.outputs.flush()?;
-            self.emit_generated_watermark()?;
-            self.fire_processing_timers()?;
-            if !more {
-                return Ok(());
+            self.records(batch, edges)?;
+        } else if let Some(g) = self.generator.as_mut() {
+            if let Some(ms) = g.strategy.idle_timeout_ms {
+                if !g.idle && g.last_record.elapsed() >= Duration::from_millis(ms as u64) {
+                    g.idle = true;
+                    self.outputs.broadcast(|| Message::Idle(true))?;
+                }
             }
         }
+        self.outputs.flush()?;
+        self.emit_generated_watermark()?;
+        self.fire_processing_timers()
     }
 
     fn run_gate(&mut self, gate: &mut InputGate) -> Result<(), TaskError> {
@@ -249,12 +282,21 @@ impl Task {
         };
         self.builder.clear();
         self.key_groups.clear();
+        if !self.keyed {
+            FrameBuilder::unkeyed_frame(batch, &mut self.frame);
+            let ctx = CallContext {
+                watermark: self.input_watermark.0,
+                processing_time: now_ms(),
+            };
+            let result = guest.process(&self.frame, ctx)?;
+            return self.apply(result);
+        }
         for r in batch.iter() {
             let r = r.map_err(TaskError::frame)?;
             let key_index = match (self.keyed, r.key) {
                 (true, Some(key)) => {
                     let backend = guest.backend().expect("keyed tasks have a backend");
-                    let n = self.builder.keys().len();
+                    let n = self.builder.key_count();
                     let kg = key_group_for(key, self.max_parallelism);
                     let i = self.builder.key(key, |slots| {
                         for (s, d) in backend.descriptors().iter().enumerate() {
@@ -263,7 +305,7 @@ impl Task {
                             }
                         }
                     });
-                    if i as usize == n {
+                    if i == n {
                         self.key_groups.push(kg);
                     }
                     Some(i)
@@ -297,14 +339,14 @@ impl Task {
             })
         };
         if !result.state_writes.is_empty() || !result.timer_ops.is_empty() {
-            let keys = self.builder.keys();
+            let keys = &self.builder;
             let backend = guest
                 .backend_mut()
                 .ok_or_else(|| bad("wrote keyed state on an unkeyed stream".into()))?;
             for w in frame::state_writes(&result.state_writes) {
                 let w = w.map_err(TaskError::frame)?;
                 let (Some(key), Some(&kg)) = (
-                    keys.get(w.key_index as usize),
+                    keys.key_at(w.key_index),
                     self.key_groups.get(w.key_index as usize),
                 ) else {
                     return Err(bad(format!(
@@ -329,7 +371,7 @@ impl Task {
             for op in frame::timer_ops(&result.timer_ops) {
                 let op = op.map_err(TaskError::frame)?;
                 let (Some(key), Some(&kg)) = (
-                    keys.get(op.key_index as usize),
+                    keys.key_at(op.key_index),
                     self.key_groups.get(op.key_index as usize),
                 ) else {
                     return Err(bad(format!("timer for unknown key index {}", op.key_index)));
@@ -424,7 +466,7 @@ impl Task {
                 let guest = self.guest.as_mut().expect("keyed");
                 let backend = guest.backend().expect("keyed");
                 for t in chunk {
-                    let n = self.builder.keys().len();
+                    let n = self.builder.key_count();
                     let i = self.builder.key(&t.key, |slots| {
                         for (s, d) in backend.descriptors().iter().enumerate() {
                             if d.kind == StateKind::Value {
@@ -434,7 +476,7 @@ impl Task {
                             }
                         }
                     });
-                    if i as usize == n {
+                    if i == n {
                         self.key_groups.push(t.key_group);
                     }
                     self.builder

@@ -64,6 +64,10 @@ impl DatagenReader {
 }
 
 impl SourceReader for DatagenReader {
+    fn is_empty(&self) -> bool {
+        self.count.is_some_and(|c| self.next >= c)
+    }
+
     fn read_batch(
         &mut self,
         out: &mut RecordBatch,

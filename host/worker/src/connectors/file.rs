@@ -80,6 +80,10 @@ impl FileReader {
 }
 
 impl SourceReader for FileReader {
+    fn is_empty(&self) -> bool {
+        self.splits.is_empty() && self.current.is_none()
+    }
+
     fn read_batch(
         &mut self,
         out: &mut RecordBatch,

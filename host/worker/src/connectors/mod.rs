@@ -56,6 +56,13 @@ pub trait SourceReader: Send {
         edge: u32,
         max: usize,
     ) -> Result<bool, ConnectorError>;
+
+    /// Whether this subtask is known, from its assignment alone, never to produce a record
+    /// (no split assigned). Its downstream then does not wait for its watermark, so results
+    /// do not depend on when it happens to finish.
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// Writes one subtask's share of a sink.
