@@ -328,6 +328,13 @@ impl<I> Op<I> for Tracked<I> {
         CURRENT.with(|c| c.set(previous));
         r
     }
+
+    fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult {
+        let previous = CURRENT.with(|c| c.replace(self.position));
+        let r = self.inner.end_of_call(cx);
+        CURRENT.with(|c| c.set(previous));
+        r
+    }
 }
 
 /// An operator instance that consumes `I`.
@@ -337,6 +344,11 @@ pub(crate) trait Op<I> {
         Ok(())
     }
     fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult;
+    /// The call from the host ends: write back what was cached during it (key indices
+    /// are only valid within one call).
+    fn end_of_call(&mut self, _cx: &mut RunCx<'_>) -> OpResult {
+        Ok(())
+    }
 }
 
 pub(crate) type BoxOp<I> = Box<dyn Op<I>>;
@@ -471,6 +483,7 @@ pub(crate) trait Head {
     fn record(&mut self, edge: u32, bytes: &[u8], cx: &mut RunCx<'_>) -> OpResult;
     fn timer(&mut self, domain: TimeDomain, ts: i64, cx: &mut RunCx<'_>) -> OpResult;
     fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult;
+    fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult;
 }
 
 pub(crate) struct TypedHead<I> {
@@ -500,6 +513,10 @@ impl<I: Data> Head for TypedHead<I> {
 
     fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult {
         self.op.finish(cx)
+    }
+
+    fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult {
+        self.op.end_of_call(cx)
     }
 }
 
@@ -595,6 +612,7 @@ impl Chain {
             cx.ts = (ts != NO_TS).then_some(ts);
             self.head.record(edge, bytes, &mut cx)?;
         }
+        self.head.end_of_call(&mut cx)?;
         Ok(self.finish_call(cx))
     }
 
@@ -629,6 +647,7 @@ impl Chain {
             cx.ts = (domain == TimeDomain::EventTime).then_some(ts);
             self.head.timer(domain, ts, &mut cx)?;
         }
+        self.head.end_of_call(&mut cx)?;
         Ok(self.finish_call(cx))
     }
 
@@ -644,6 +663,7 @@ impl Chain {
         cx.processing_time = processing_time;
         cx.unrouted = unrouted;
         self.head.finish(&mut cx)?;
+        self.head.end_of_call(&mut cx)?;
         Ok(self.finish_call(cx))
     }
 }

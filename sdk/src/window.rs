@@ -141,20 +141,27 @@ impl WindowAssigner {
 
     /// The windows a record at `ts` belongs to.
     pub fn assign(&self, ts: i64) -> Vec<TimeWindow> {
+        let mut out = Vec::new();
+        self.assign_into(ts, &mut out);
+        out
+    }
+
+    /// The windows a record at `ts` belongs to, into `out` (cleared first).
+    pub fn assign_into(&self, ts: i64, out: &mut Vec<TimeWindow>) {
+        out.clear();
         match self.shape {
             Shape::Tumbling { size, offset } => {
                 let start = window_start(ts, offset, size);
-                vec![TimeWindow {
+                out.push(TimeWindow {
                     start,
                     end: start + size,
-                }]
+                });
             }
             Shape::Sliding {
                 size,
                 slide,
                 offset,
             } => {
-                let mut out = Vec::new();
                 let mut start = window_start(ts, offset, slide);
                 while start > ts - size {
                     out.push(TimeWindow {
@@ -163,12 +170,11 @@ impl WindowAssigner {
                     });
                     start -= slide;
                 }
-                out
             }
-            Shape::Session { gap } => vec![TimeWindow {
+            Shape::Session { gap } => out.push(TimeWindow {
                 start: ts,
                 end: ts + gap,
-            }],
+            }),
         }
     }
 
@@ -273,6 +279,10 @@ impl<K: Data, T: Data> WindowedStream<K, T> {
                     table: StateTable::new(&open.uid, &open.states),
                     down,
                     sides: open.sides,
+                    cache: Vec::new(),
+                    touched: Vec::new(),
+                    seen: Vec::new(),
+                    scratch: Vec::new(),
                     _key: std::marker::PhantomData,
                 }))
             },
@@ -334,6 +344,12 @@ struct WindowOp<K, A: AggregateFunction, O, F> {
     table: StateTable,
     down: BoxOp<O>,
     sides: SideOutputs,
+    /// Decoded contents of the keys touched in the current call, by key index; encoded
+    /// and written back once per key at the end of the call.
+    cache: Vec<Option<Contents<A::Acc>>>,
+    touched: Vec<u32>,
+    seen: Vec<bool>,
+    scratch: Vec<TimeWindow>,
     _key: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -350,19 +366,46 @@ where
         Failure::new(&self.table.uid, e)
     }
 
-    fn load(&self, cx: &RunCx<'_>) -> std::result::Result<Contents<A::Acc>, Failure> {
+    fn load(&mut self, cx: &RunCx<'_>) -> std::result::Result<Contents<A::Acc>, Failure> {
+        let key = cx.key.ok_or_else(|| self.fail("windows need a keyed stream"))? as usize;
+        if let Some(c) = self.cache.get_mut(key).and_then(Option::take) {
+            return Ok(c);
+        }
         match cx.value_slot(0) {
             Some(b) => decode_postcard(b).map_err(|e| self.fail(e)),
             None => Ok(Vec::new()),
         }
     }
 
-    fn store(&self, cx: &mut RunCx<'_>, contents: &Contents<A::Acc>) {
-        if contents.is_empty() {
-            cx.clear_value_slot(0);
-        } else {
-            cx.write_value_slot(0, |out| encode_postcard(contents, out));
+    fn store(&mut self, cx: &mut RunCx<'_>, contents: Contents<A::Acc>) {
+        let Some(key) = cx.key else { return };
+        let i = key as usize;
+        if self.cache.len() <= i {
+            self.cache.resize_with(i + 1, || None);
+            self.seen.resize(i + 1, false);
         }
+        if !self.seen[i] {
+            self.seen[i] = true;
+            self.touched.push(key);
+        }
+        self.cache[i] = Some(contents);
+    }
+
+    fn write_back(&mut self, cx: &mut RunCx<'_>) {
+        let saved = cx.key;
+        for key in std::mem::take(&mut self.touched) {
+            if let Some(contents) = self.cache.get_mut(key as usize).and_then(Option::take) {
+                cx.key = Some(key);
+                if contents.is_empty() {
+                    cx.clear_value_slot(0);
+                } else {
+                    cx.write_value_slot(0, |out| encode_postcard(&contents, out));
+                }
+            }
+        }
+        self.cache.clear();
+        self.seen.clear();
+        cx.key = saved;
     }
 
     fn cleanup_time(&self, w: &TimeWindow) -> i64 {
@@ -428,12 +471,54 @@ where
             .map_err(|e| error_to_failure(&self.table.uid, e))?;
         let event_time = self.assigner.domain == TimeDomain::EventTime;
         let wm = cx.watermark;
-        let live: Vec<TimeWindow> = self
-            .assigner
-            .assign(ts)
-            .into_iter()
-            .filter(|w| !(event_time && self.cleanup_time(w) <= wm))
-            .collect();
+        let mut live = std::mem::take(&mut self.scratch);
+        self.assigner.assign_into(ts, &mut live);
+        live.retain(|w| !(event_time && self.cleanup_time(w) <= wm));
+        let r = self.add(value, live.as_slice(), cx);
+        self.scratch = live;
+        r
+    }
+
+    fn timer(&mut self, domain: TimeDomain, ts: i64, cx: &mut RunCx<'_>) -> OpResult {
+        if domain != self.assigner.domain {
+            return Ok(());
+        }
+        let mut contents = self.load(cx)?;
+        let mut i = 0;
+        while i < contents.len() {
+            if contents[i].0.max_timestamp() == ts {
+                let (w, acc) = contents[i].clone();
+                self.fire(cx, &w, &acc)?;
+            }
+            i += 1;
+        }
+        contents.retain(|(w, _)| self.cleanup_time(w) > ts);
+        self.store(cx, contents);
+        Ok(())
+    }
+
+    fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult {
+        self.sides.finish(cx)?;
+        self.down.finish(cx)
+    }
+
+    fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult {
+        self.write_back(cx);
+        Ok(())
+    }
+}
+
+impl<K, A, O, F> WindowOp<K, A, O, F>
+where
+    K: Data,
+    A: AggregateFunction,
+    O: Data,
+    F: Fn(&K, &TimeWindow, A::Out) -> O,
+{
+    /// Adds a record to its live windows (or sends it to the late output if none is).
+    fn add(&mut self, value: A::In, live: &[TimeWindow], cx: &mut RunCx<'_>) -> OpResult {
+        let event_time = self.assigner.domain == TimeDomain::EventTime;
+        let wm = cx.watermark;
         if live.is_empty() {
             if let Some(tag) = self.late_tag {
                 return self.sides.emit(&self.table.uid, tag, value, cx);
@@ -442,7 +527,7 @@ where
         }
         let mut contents = self.load(cx)?;
         let mut fire_now = Vec::new();
-        for w in live {
+        for &w in live {
             let i = if let Shape::Session { .. } = self.assigner.shape {
                 self.merge_session(cx, &mut contents, w)?
             } else if let Some(i) = contents.iter().position(|(cw, _)| *cw == w) {
@@ -461,34 +546,8 @@ where
             let (w, acc) = contents[i].clone();
             self.fire(cx, &w, &acc)?;
         }
-        self.store(cx, &contents);
+        self.store(cx, contents);
         Ok(())
-    }
-
-    fn timer(&mut self, domain: TimeDomain, ts: i64, cx: &mut RunCx<'_>) -> OpResult {
-        if domain != self.assigner.domain {
-            return Ok(());
-        }
-        let mut contents = self.load(cx)?;
-        let mut i = 0;
-        while i < contents.len() {
-            if contents[i].0.max_timestamp() == ts {
-                let (w, acc) = contents[i].clone();
-                self.fire(cx, &w, &acc)?;
-            }
-            i += 1;
-        }
-        let before = contents.len();
-        contents.retain(|(w, _)| self.cleanup_time(w) > ts);
-        if contents.len() != before {
-            self.store(cx, &contents);
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult {
-        self.sides.finish(cx)?;
-        self.down.finish(cx)
     }
 }
 

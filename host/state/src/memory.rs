@@ -8,9 +8,9 @@ use weir_core::{KeyGroupRange, StateDescriptor};
 
 use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer};
 
-/// Keys and values up to 24 bytes live inline in the hash table: no pointer to chase on
+/// Keys and values up to 16 bytes live inline in the hash table: no pointer to chase on
 /// lookup, no allocation on insert.
-type Inline = SmallVec<[u8; 24]>;
+type Inline = SmallVec<[u8; 16]>;
 
 /// The map states of one state index: key → (user key → value).
 type MapStates = HashMap<Inline, BTreeMap<Vec<u8>, Vec<u8>>>;
