@@ -367,7 +367,9 @@ where
     }
 
     fn load(&mut self, cx: &RunCx<'_>) -> std::result::Result<Contents<A::Acc>, Failure> {
-        let key = cx.key.ok_or_else(|| self.fail("windows need a keyed stream"))? as usize;
+        let key = cx
+            .key
+            .ok_or_else(|| self.fail("windows need a keyed stream"))? as usize;
         if let Some(c) = self.cache.get_mut(key).and_then(Option::take) {
             return Ok(c);
         }

@@ -50,6 +50,17 @@ pub struct Timer {
     pub key: Vec<u8>,
 }
 
+/// Where [`KeyedStateBackend::with_value_hinted`] found a value, so that writing it back
+/// needs no second lookup. Valid only while the backend's generation is unchanged (no key
+/// inserted or removed since); a stale hint is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueHint {
+    /// The backend's generation when the hint was made.
+    pub generation: u64,
+    /// Backend-specific position of the entry.
+    pub position: usize,
+}
+
 /// Keyed state and timers of one operator in one subtask.
 ///
 /// Every method takes the key group explicitly (the caller has computed it to route the
@@ -70,6 +81,30 @@ pub trait KeyedStateBackend: Send {
     );
     /// Sets a value state.
     fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]);
+
+    /// Like [`KeyedStateBackend::with_value`], returning a hint for the write-back.
+    fn with_value_hinted(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Option<ValueHint> {
+        self.with_value(state, key_group, key, f);
+        None
+    }
+
+    /// Like [`KeyedStateBackend::put_value`], skipping the lookup when `hint` is current.
+    fn put_value_hinted(
+        &mut self,
+        _hint: Option<ValueHint>,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) {
+        self.put_value(state, key_group, key, value)
+    }
     /// Clears a value state.
     fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
 

@@ -2,11 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use smallvec::SmallVec;
 use weir_core::{KeyGroupRange, StateDescriptor};
 
-use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer};
+use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer, ValueHint};
 
 /// Keys and values up to 16 bytes live inline in the hash table: no pointer to chase on
 /// lookup, no allocation on insert.
@@ -18,8 +20,8 @@ type MapStates = HashMap<Inline, BTreeMap<Vec<u8>, Vec<u8>>>;
 /// State of one key group.
 #[derive(Debug, Default, Clone)]
 struct KeyGroupState {
-    /// Per state index.
-    values: Vec<HashMap<Inline, Inline>>,
+    /// Per state index: (key, value) entries.
+    values: Vec<HashTable<(Inline, Inline)>>,
     lists: Vec<HashMap<Inline, Vec<Vec<u8>>>>,
     maps: Vec<MapStates>,
 }
@@ -31,6 +33,9 @@ pub struct MemoryStateBackend {
     range: KeyGroupRange,
     groups: Vec<KeyGroupState>,
     timers: [BTreeSet<Timer>; 2],
+    hasher: DefaultHashBuilder,
+    /// Bumped whenever a value entry is inserted or removed (which may move others).
+    generation: u64,
 }
 
 impl MemoryStateBackend {
@@ -38,7 +43,7 @@ impl MemoryStateBackend {
     pub fn new(descriptors: Vec<StateDescriptor>, range: KeyGroupRange) -> Self {
         let n = descriptors.len();
         let group = KeyGroupState {
-            values: vec![HashMap::new(); n],
+            values: vec![HashTable::new(); n],
             lists: vec![HashMap::new(); n],
             maps: vec![HashMap::new(); n],
         };
@@ -47,6 +52,8 @@ impl MemoryStateBackend {
             range,
             groups: vec![group; range.len()],
             timers: [BTreeSet::new(), BTreeSet::new()],
+            hasher: DefaultHashBuilder::default(),
+            generation: 0,
         }
     }
 
@@ -89,26 +96,79 @@ impl KeyedStateBackend for MemoryStateBackend {
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
     ) {
-        f(self.group(key_group).values[state as usize]
-            .get(key)
-            .map(|v| v.as_slice()))
+        self.with_value_hinted(state, key_group, key, f);
     }
 
-    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
-        let map = &mut self.group_mut(key_group).values[state as usize];
-        match map.get_mut(key) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
+    fn with_value_hinted(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Option<ValueHint> {
+        let table = &self.group(key_group).values[state as usize];
+        let hash = self.hasher.hash_one(key);
+        match table.find_bucket_index(hash, |(k, _)| k.as_slice() == key) {
+            Some(position) => {
+                let (_, v) = table.get_bucket(position).expect("bucket just found");
+                f(Some(v.as_slice()));
+                Some(ValueHint {
+                    generation: self.generation,
+                    position,
+                })
             }
             None => {
-                map.insert(Inline::from_slice(key), Inline::from_slice(value));
+                f(None);
+                None
             }
         }
     }
 
+    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        self.put_value_hinted(None, state, key_group, key, value)
+    }
+
+    fn put_value_hinted(
+        &mut self,
+        hint: Option<ValueHint>,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) {
+        let generation = self.generation;
+        let hasher = self.hasher.clone();
+        let table = &mut self.group_mut(key_group).values[state as usize];
+        if let Some(h) = hint.filter(|h| h.generation == generation) {
+            if let Some((k, v)) = table.get_bucket_mut(h.position) {
+                if k.as_slice() == key {
+                    v.clear();
+                    v.extend_from_slice(value);
+                    return;
+                }
+            }
+        }
+        let hash = hasher.hash_one(key);
+        if let Some((_, v)) = table.find_mut(hash, |(k, _)| k.as_slice() == key) {
+            v.clear();
+            v.extend_from_slice(value);
+            return;
+        }
+        table.insert_unique(
+            hash,
+            (Inline::from_slice(key), Inline::from_slice(value)),
+            |(k, _)| hasher.hash_one(k.as_slice()),
+        );
+        self.generation += 1;
+    }
+
     fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.group_mut(key_group).values[state as usize].remove(key);
+        let hash = self.hasher.hash_one(key);
+        let table = &mut self.group_mut(key_group).values[state as usize];
+        if let Ok(entry) = table.find_entry(hash, |(k, _)| k.as_slice() == key) {
+            entry.remove();
+            self.generation += 1;
+        }
     }
 
     fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
@@ -277,6 +337,28 @@ mod tests {
         );
         assert_eq!(b.next_timer(TimeDomain::EventTime), None);
         assert_eq!(b.next_timer(TimeDomain::ProcessingTime), Some(1));
+    }
+
+    #[test]
+    fn hints_skip_the_lookup_only_while_current() {
+        let mut b = backend();
+        b.put_value(0, 4, b"a", b"1");
+        let hint = b.with_value_hinted(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"1"[..])));
+        assert!(hint.is_some());
+        b.put_value_hinted(hint, 0, 4, b"a", b"2");
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"2"[..])));
+        // A hint used for another key is not trusted.
+        b.put_value_hinted(hint, 0, 4, b"b", b"3");
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"2"[..])));
+        b.with_value(0, 4, b"b", &mut |v| assert_eq!(v, Some(&b"3"[..])));
+        // Inserting many keys moves entries: the old hint is stale and ignored.
+        for i in 0..1000u32 {
+            b.put_value(0, 4, &i.to_le_bytes(), b"x");
+        }
+        b.put_value_hinted(hint, 0, 4, b"a", b"4");
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"4"[..])));
+        b.clear_value(0, 4, b"a");
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, None));
     }
 
     #[test]

@@ -7,7 +7,22 @@ use std::time::{Duration, Instant};
 use weir_core::frame::{self, FrameBuilder, RecordBatch, TimerOpKind};
 use weir_core::{key_group_for, StateKind, Watermark, WatermarkStrategy};
 use weir_runtime::{BatchResult, CallContext, GuestChain, GuestError};
-use weir_state::{TimeDomain, Timer};
+use weir_state::{KeyedStateBackend, TimeDomain, Timer, ValueHint};
+
+/// Writes a key's value states into the frame's key table, remembering where each was found.
+fn prefetch(
+    backend: &dyn KeyedStateBackend,
+    key_group: u32,
+    key: &[u8],
+    slots: &mut frame::ValueSlots<'_>,
+    hints: &mut Vec<Option<ValueHint>>,
+) {
+    for (s, d) in backend.descriptors().iter().enumerate() {
+        if d.kind == StateKind::Value {
+            hints.push(backend.with_value_hinted(s as u32, key_group, key, &mut |v| slots.put(v)));
+        }
+    }
+}
 
 use crate::connectors::SourceReader;
 use crate::exchange::{Input, InputGate, Message, Outputs};
@@ -79,6 +94,10 @@ pub struct Task {
     pub(crate) batch_size: usize,
     builder: FrameBuilder,
     key_groups: Vec<u32>,
+    /// Per key of the current frame and value state: where the prefetch found the value.
+    hints: Vec<Option<ValueHint>>,
+    /// Slot of each state (value states only), in the prefetch order.
+    value_slot: Vec<Option<usize>>,
     frame: Vec<u8>,
     due: Vec<Timer>,
     input_watermark: Watermark,
@@ -104,6 +123,22 @@ impl Task {
         cancel: Arc<AtomicBool>,
     ) -> Self {
         let keyed = guest.as_ref().is_some_and(|g| g.backend().is_some());
+        let mut next = 0;
+        let value_slot = guest
+            .as_ref()
+            .and_then(|g| g.backend())
+            .map(|b| {
+                b.descriptors()
+                    .iter()
+                    .map(|d| {
+                        (d.kind == StateKind::Value).then(|| {
+                            next += 1;
+                            next - 1
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Task {
             label,
             input,
@@ -123,6 +158,8 @@ impl Task {
             batch_size: 1024,
             builder: FrameBuilder::new(),
             key_groups: Vec::new(),
+            hints: Vec::new(),
+            value_slot,
             frame: Vec::new(),
             due: Vec::new(),
             input_watermark: Watermark::MIN,
@@ -282,6 +319,7 @@ impl Task {
         };
         self.builder.clear();
         self.key_groups.clear();
+        self.hints.clear();
         if !self.keyed {
             FrameBuilder::unkeyed_frame(batch, &mut self.frame);
             let ctx = CallContext {
@@ -298,13 +336,10 @@ impl Task {
                     let backend = guest.backend().expect("keyed tasks have a backend");
                     let n = self.builder.key_count();
                     let kg = key_group_for(key, self.max_parallelism);
-                    let i = self.builder.key(key, |slots| {
-                        for (s, d) in backend.descriptors().iter().enumerate() {
-                            if d.kind == StateKind::Value {
-                                backend.with_value(s as u32, kg, key, &mut |v| slots.put(v));
-                            }
-                        }
-                    });
+                    let hints = &mut self.hints;
+                    let i = self
+                        .builder
+                        .key(key, |slots| prefetch(backend, kg, key, slots, hints));
                     if i == n {
                         self.key_groups.push(kg);
                     }
@@ -354,17 +389,20 @@ impl Task {
                         w.key_index
                     )));
                 };
-                match backend.descriptors().get(w.state_index as usize) {
-                    Some(d) if d.kind == StateKind::Value => {}
-                    _ => {
-                        return Err(bad(format!(
-                            "state write to state {} which is not a value state",
-                            w.state_index
-                        )))
-                    }
-                }
+                let Some(Some(slot)) = self.value_slot.get(w.state_index as usize) else {
+                    return Err(bad(format!(
+                        "state write to state {} which is not a value state",
+                        w.state_index
+                    )));
+                };
+                let per_key = self.value_slot.iter().flatten().count();
+                let hint = self
+                    .hints
+                    .get(w.key_index as usize * per_key + slot)
+                    .copied()
+                    .flatten();
                 match w.value {
-                    Some(v) => backend.put_value(w.state_index, kg, key, v),
+                    Some(v) => backend.put_value_hinted(hint, w.state_index, kg, key, v),
                     None => backend.clear_value(w.state_index, kg, key),
                 }
             }
@@ -463,18 +501,14 @@ impl Task {
             for chunk in due.chunks(self.batch_size) {
                 self.builder.clear();
                 self.key_groups.clear();
+                self.hints.clear();
                 let guest = self.guest.as_mut().expect("keyed");
                 let backend = guest.backend().expect("keyed");
                 for t in chunk {
                     let n = self.builder.key_count();
+                    let hints = &mut self.hints;
                     let i = self.builder.key(&t.key, |slots| {
-                        for (s, d) in backend.descriptors().iter().enumerate() {
-                            if d.kind == StateKind::Value {
-                                backend.with_value(s as u32, t.key_group, &t.key, &mut |v| {
-                                    slots.put(v)
-                                });
-                            }
-                        }
+                        prefetch(backend, t.key_group, &t.key, slots, hints)
                     });
                     if i == n {
                         self.key_groups.push(t.key_group);
@@ -507,6 +541,7 @@ impl Task {
             let result = guest.finish(ctx)?;
             self.builder.clear();
             self.key_groups.clear();
+            self.hints.clear();
             self.apply(result)?;
         }
         if let Some(sink) = self.outputs.sink.as_mut() {
