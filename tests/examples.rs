@@ -337,3 +337,42 @@ fn fraud_detection_parallelism_1() {
 fn fraud_detection_parallelism_4() {
     check_fraud(4);
 }
+
+// ---------------------------------------------------------------- a source written in the guest
+
+fn check_guest_source(parallelism: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let wasm = guest("counting_source");
+    let p = parallelism.to_string();
+    let output = format!("output={}", out.display());
+    run_ok(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "--parallelism",
+        &p,
+        "--arg",
+        "count=50000",
+        "--arg",
+        &output,
+    ]);
+    let mut sums: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+    for n in 0..50_000u64 {
+        *sums.entry((n % 7, (n as i64 / 100) * 100)).or_default() += n;
+    }
+    let expected: Vec<Value> = sums
+        .into_iter()
+        .map(|((key, start), sum)| json!({"key": key, "start": start, "sum": sum}))
+        .collect();
+    assert_eq!(sorted(read_json_lines(&out)), sorted(expected));
+}
+
+#[test]
+fn guest_source_parallelism_1() {
+    check_guest_source(1);
+}
+
+#[test]
+fn guest_source_parallelism_3() {
+    check_guest_source(3);
+}

@@ -74,6 +74,7 @@ pub(crate) fn to_wit_plan(g: &GraphDef) -> w::JobPlan {
                     config: config.clone(),
                 }),
                 NodeKindDef::Operator => w::NodeKind::Operator,
+                NodeKindDef::GuestSource => w::NodeKind::GuestSource,
             },
             parallelism: n.parallelism,
             states: n
@@ -119,7 +120,12 @@ pub(crate) fn to_wit_plan(g: &GraphDef) -> w::JobPlan {
 }
 
 /// Builds the operator instances of `nodes` (indices into `g.nodes`, upstream first).
-pub(crate) fn open_chain(g: &GraphDef, nodes: &[u32]) -> std::result::Result<Chain, Failure> {
+pub(crate) fn open_chain(
+    g: &GraphDef,
+    nodes: &[u32],
+    subtask: u32,
+    parallelism: u32,
+) -> std::result::Result<Chain, Failure> {
     let idx: Vec<usize> = nodes.iter().map(|&n| n as usize).collect();
     let head_index = *idx
         .first()
@@ -185,17 +191,28 @@ pub(crate) fn open_chain(g: &GraphDef, nodes: &[u32]) -> std::result::Result<Cha
                 (s.name, out)
             })
             .collect();
-        let instantiate = node
-            .instantiate
-            .as_ref()
-            .ok_or_else(|| Failure::new(&uid(n), "is a host connector, not a guest operator"))?;
-        downstream = instantiate(NodeOpen {
+        let open = NodeOpen {
             position: pos as u32,
+            subtask,
+            parallelism,
             uid: uid(n),
             states: node.states.clone(),
             downstream,
             sides: crate::runtime::SideOutputs::new(sides),
-        })?;
+        };
+        if let (0, Some(open_source)) = (pos, &node.open_source) {
+            crate::runtime::set_chain_operators(idx.iter().map(|&n| uid(n)).collect());
+            return Ok(Chain {
+                head: open_source(open, node.watermarks.is_some())?,
+                value_states: Vec::new(),
+                head_uid: uid(n),
+            });
+        }
+        let instantiate = node
+            .instantiate
+            .as_ref()
+            .ok_or_else(|| Failure::new(&uid(n), "is a host connector, not a guest operator"))?;
+        downstream = instantiate(open)?;
     }
     crate::runtime::set_chain_operators(idx.iter().map(|&n| uid(n)).collect());
     let head_node = &g.nodes[head_index];
@@ -285,10 +302,14 @@ impl<J: JobDefinition> job::GuestChain for ChainResource<J> {
             operator: String::new(),
             message: e.to_string(),
         })?;
-        let chain = open_chain(&env.graph.borrow(), &info.nodes).map_err(|f| w::OperatorError {
-            operator: f.operator,
-            message: f.message,
-        })?;
+        let graph = env.graph.borrow();
+        let chain =
+            open_chain(&graph, &info.nodes, info.subtask, info.parallelism).map_err(|f| {
+                w::OperatorError {
+                    operator: f.operator,
+                    message: f.message,
+                }
+            })?;
         Ok(job::Chain::new(ChainResource::<J> {
             chain: RefCell::new(chain),
             _job: PhantomData,
@@ -297,14 +318,27 @@ impl<J: JobDefinition> job::GuestChain for ChainResource<J> {
 
     fn poll(
         &self,
-        _max: u32,
-        _ctx: w::CallContext,
+        max: u32,
+        ctx: w::CallContext,
     ) -> std::result::Result<w::PollResult, w::OperatorError> {
-        let chain = self.chain.borrow();
-        Err(w::OperatorError {
-            operator: chain.head_uid.clone(),
-            message: "this chain is not headed by a guest source".into(),
-        })
+        let mut chain = self.chain.borrow_mut();
+        let polled = chain.poll(
+            max as usize,
+            ctx.watermark,
+            ctx.processing_time,
+            &mut HostState,
+            None,
+        );
+        match polled {
+            Ok((result, finished)) => Ok(w::PollResult {
+                batch: to_wit_result(Ok(result))?,
+                finished,
+            }),
+            Err(f) => Err(w::OperatorError {
+                operator: f.operator,
+                message: f.message,
+            }),
+        }
     }
 
     fn process(

@@ -46,7 +46,8 @@
 //!
 //! Modules: [`stream`] (the graph), [`process`] (keyed functions with state and timers),
 //! [`window`] (windows), [`state`] (state handles), [`connectors`] (built-in sources and
-//! sinks), [`testing`] (run operators natively in unit tests).
+//! sinks), [`source`] (sources written in the guest), [`testing`] (run operators natively in
+//! unit tests).
 #![deny(missing_docs)]
 
 mod codec;
@@ -55,6 +56,7 @@ mod error;
 mod guest;
 pub mod process;
 mod runtime;
+pub mod source;
 pub mod state;
 pub mod stream;
 pub mod testing;

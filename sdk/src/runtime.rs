@@ -291,6 +291,11 @@ thread_local! {
     static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+/// Marks the operator at `position` of the chain as the one running.
+pub(crate) fn enter_operator(position: u32) {
+    CURRENT.with(|c| c.set(position));
+}
+
 pub(crate) fn set_chain_operators(uids: Vec<String>) {
     CHAIN.with(|c| *c.borrow_mut() = uids);
 }
@@ -484,6 +489,13 @@ pub(crate) trait Head {
     fn timer(&mut self, domain: TimeDomain, ts: i64, cx: &mut RunCx<'_>) -> OpResult;
     fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult;
     fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult;
+    /// Polls a source head; other heads have nothing to poll.
+    fn poll(&mut self, _max: usize, _cx: &mut RunCx<'_>) -> Result<bool, Failure> {
+        Err(Failure::new(
+            "",
+            "this chain is not headed by a guest source",
+        ))
+    }
 }
 
 pub(crate) struct TypedHead<I> {
@@ -649,6 +661,29 @@ impl Chain {
         }
         self.head.end_of_call(&mut cx)?;
         Ok(self.finish_call(cx))
+    }
+
+    /// Polls the chain's guest source; `Ok((result, finished))`.
+    pub(crate) fn poll(
+        &mut self,
+        max: usize,
+        watermark: i64,
+        processing_time: i64,
+        state: &mut dyn StateAccess,
+        unrouted: Option<&mut Kept>,
+    ) -> Result<(CallResult, bool), Failure> {
+        let mut cx = RunCx::new(&[], state);
+        cx.watermark = watermark;
+        cx.processing_time = processing_time;
+        cx.unrouted = unrouted;
+        let more = self.head.poll(max, &mut cx).map_err(|mut f| {
+            if f.operator.is_empty() {
+                f.operator = self.head_uid.clone();
+            }
+            f
+        })?;
+        self.head.end_of_call(&mut cx)?;
+        Ok((self.finish_call(cx), !more))
     }
 
     pub(crate) fn finish(

@@ -33,6 +33,7 @@ use crate::runtime::{
     make_head, tee_erased, BoxOp, EdgeWriter, Failure, Head, KeyWriter, Op, OpResult, RunCx,
     SideOutputs, Tracked,
 };
+use crate::source::{SourceContext, SourceFunction, SourceHead};
 use crate::state::StateDescriptor;
 use crate::{Error, Result};
 
@@ -110,12 +111,16 @@ pub(crate) enum NodeKindDef {
         config: Vec<(String, String)>,
     },
     Operator,
+    GuestSource,
 }
 
 /// What a task gives a node when it opens it.
 pub(crate) struct NodeOpen {
     /// Position in the chain, for naming the operator that panics.
     pub position: u32,
+    /// Subtask index and parallelism of the chain.
+    pub subtask: u32,
+    pub parallelism: u32,
     pub uid: String,
     pub states: Vec<StateDescriptor>,
     pub downstream: Box<dyn Any>,
@@ -124,6 +129,8 @@ pub(crate) struct NodeOpen {
 
 type Instantiate = Rc<dyn Fn(NodeOpen) -> Result<Box<dyn Any>, Failure>>;
 type MakeHead = fn(&str, Box<dyn Any>, Vec<(u32, Box<dyn Any>)>) -> Box<dyn Head>;
+/// Opens a guest source: the node's opening arguments and watermark strategy → chain head.
+type OpenSource = Rc<dyn Fn(NodeOpen, bool) -> Result<Box<dyn Head>, Failure>>;
 type TeeFn = fn(Vec<Box<dyn Any>>, &str) -> Box<dyn Any>;
 
 pub(crate) struct NodeDef {
@@ -137,6 +144,7 @@ pub(crate) struct NodeDef {
     pub input_format: SinkFormat,
     pub instantiate: Option<Instantiate>,
     pub make_head: Option<MakeHead>,
+    pub open_source: Option<OpenSource>,
     pub main_tee: TeeFn,
 }
 
@@ -240,6 +248,7 @@ impl StreamEnv {
                 input_format: SinkFormat::Postcard,
                 instantiate: None,
                 make_head: None,
+                open_source: None,
                 main_tee: tee_erased::<T>,
             },
         );
@@ -262,6 +271,47 @@ impl StreamEnv {
             ("format".into(), "json".into()),
         ];
         self.connector_source("file-source", "file", config, decode_json::<T>)
+    }
+
+    /// A source written in the guest (see [`crate::source`]).
+    pub fn source<S: SourceFunction>(&self, source: S) -> DataStream<S::Out> {
+        let open: OpenSource = Rc::new(move |mut open: NodeOpen, assigns: bool| {
+            let down = std::mem::replace(&mut open.downstream, Box::new(()));
+            let down = *down
+                .downcast::<BoxOp<S::Out>>()
+                .map_err(|_| Failure::new(&open.uid, "chained operators disagree on types"))?;
+            let mut source = source.clone();
+            let ctx = SourceContext {
+                subtask: open.subtask,
+                parallelism: open.parallelism,
+            };
+            source
+                .open(&ctx)
+                .map_err(|e| crate::process::error_to_failure(&open.uid, e))?;
+            Ok(Box::new(SourceHead {
+                uid: open.uid,
+                source,
+                down,
+                assigns,
+            }) as Box<dyn Head>)
+        });
+        let node = add_node(
+            &self.graph,
+            NodeDef {
+                uid: None,
+                name: "source".into(),
+                kind: NodeKindDef::GuestSource,
+                parallelism: None,
+                states: vec![],
+                watermarks: None,
+                input_format: SinkFormat::Postcard,
+                instantiate: None,
+                make_head: None,
+                open_source: Some(open),
+                main_tee: tee_erased::<S::Out>,
+            },
+        );
+        DataStream::new(&self.graph, node, None, decode_postcard::<S::Out>)
     }
 
     /// Deterministic generated records (see [`Datagen`]).
@@ -418,6 +468,7 @@ impl<T: Data> DataStream<T> {
                 input_format: SinkFormat::Postcard,
                 instantiate: Some(instantiate),
                 make_head: Some(make_head::<T>),
+                open_source: None,
                 main_tee: tee_erased::<O>,
             },
         );
@@ -532,6 +583,7 @@ impl<T: Data> DataStream<T> {
                 input_format: sink.format,
                 instantiate: None,
                 make_head: None,
+                open_source: None,
                 main_tee: tee_erased::<T>,
             },
         );

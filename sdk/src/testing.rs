@@ -180,7 +180,7 @@ impl<I: Data> Harness<I> {
         let nodes: Vec<u32> = (0..g.nodes.len() as u32)
             .filter(|&i| matches!(g.nodes[i as usize].kind, NodeKindDef::Operator))
             .collect();
-        let chain = open_chain(&g, &nodes).map_err(|f| {
+        let chain = open_chain(&g, &nodes, 0, 1).map_err(|f| {
             Error::msg(format!(
                 "operator '{}': {} (the harness runs one chain of operators, as Flink's \
                  operator test harnesses run one operator: test the parts before and after a \

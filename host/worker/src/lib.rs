@@ -194,12 +194,6 @@ pub fn run_job(
                 graph.nodes[v.source.unwrap_or_default()].uid
             )));
         }
-        if graph.nodes[v.head()].kind == NodeKind::GuestSource {
-            return Err(JobError::Unsupported(format!(
-                "guest source '{}': guest-written sources are not supported by this host yet",
-                graph.nodes[v.head()].uid
-            )));
-        }
     }
     let max_p = graph.max_parallelism;
     tracing::info!(job = %graph.name, vertices = plan.vertices.len(), "starting job");
@@ -292,6 +286,7 @@ pub fn run_job(
                         .collect();
                     TaskInput::Source { reader, edges }
                 }
+                _ if graph.nodes[v.head()].kind == NodeKind::GuestSource => TaskInput::GuestSource,
                 _ => {
                     let (rx, silent) = std::mem::take(&mut receivers[vi][i as usize])
                         .into_iter()

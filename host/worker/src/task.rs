@@ -39,6 +39,8 @@ pub enum TaskInput {
     },
     /// Exchanges from upstream tasks.
     Gate(InputGate),
+    /// The chain's head is a source written in the guest: poll it.
+    GuestSource,
 }
 
 /// Counters shared with the job's summary.
@@ -189,6 +191,10 @@ impl Task {
                 self.input = TaskInput::Gate(gate);
                 r?;
             }
+            TaskInput::GuestSource => {
+                self.input = TaskInput::GuestSource;
+                self.run_guest_source()?;
+            }
         }
         self.finish()
     }
@@ -245,31 +251,68 @@ impl Task {
     }
 
     fn source_batch(&mut self, batch: &RecordBatch, edges: &[u32]) -> Result<(), TaskError> {
+        if let Some(g) = self.generator.as_mut() {
+            for r in batch.iter() {
+                if let Some(ts) = r.map_err(TaskError::frame)?.timestamp {
+                    g.observe(ts);
+                }
+            }
+        }
+        self.note_activity(!batch.is_empty())?;
         if !batch.is_empty() {
-            if let Some(g) = self.generator.as_mut() {
-                for r in batch.iter() {
-                    if let Some(ts) = r.map_err(TaskError::frame)?.timestamp {
-                        g.observe(ts);
-                    }
-                }
-                g.last_record = Instant::now();
-                if g.idle {
-                    g.idle = false;
-                    self.outputs.broadcast(|| Message::Idle(false))?;
-                }
-            }
             self.records(batch, edges)?;
-        } else if let Some(g) = self.generator.as_mut() {
-            if let Some(ms) = g.strategy.idle_timeout_ms {
-                if !g.idle && g.last_record.elapsed() >= Duration::from_millis(ms as u64) {
-                    g.idle = true;
-                    self.outputs.broadcast(|| Message::Idle(true))?;
-                }
-            }
         }
         self.outputs.flush()?;
         self.emit_generated_watermark()?;
         self.fire_processing_timers()
+    }
+
+    /// A source that has produced nothing for its strategy's idle timeout is idle: its
+    /// downstream stops waiting for its watermark until it produces again.
+    fn note_activity(&mut self, produced: bool) -> Result<(), TaskError> {
+        let Some(g) = self.generator.as_mut() else {
+            return Ok(());
+        };
+        if produced {
+            g.last_record = Instant::now();
+            if g.idle {
+                g.idle = false;
+                self.outputs.broadcast(|| Message::Idle(false))?;
+            }
+        } else if let Some(ms) = g.strategy.idle_timeout_ms {
+            if !g.idle && g.last_record.elapsed() >= Duration::from_millis(ms.max(0) as u64) {
+                g.idle = true;
+                self.outputs.broadcast(|| Message::Idle(true))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls a source written in the guest until it ends (or the job is cancelled).
+    fn run_guest_source(&mut self) -> Result<(), TaskError> {
+        loop {
+            if self.cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            let ctx = self.ctx();
+            let guest = self
+                .guest
+                .as_mut()
+                .expect("a guest source has a guest chain");
+            let polled = guest.poll(self.batch_size as u32, ctx)?;
+            let produced = !polled.batch.output.is_empty();
+            self.apply(polled.batch)?;
+            self.note_activity(produced)?;
+            self.outputs.flush()?;
+            self.emit_generated_watermark()?;
+            if polled.finished {
+                return Ok(());
+            }
+            if !produced {
+                // Nothing available: poll again a little later instead of spinning.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     fn run_gate(&mut self, gate: &mut InputGate) -> Result<(), TaskError> {
