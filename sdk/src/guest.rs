@@ -150,6 +150,8 @@ pub(crate) fn open_chain(
         .map(|(i, e)| (e.writer)(i as u32, g.nodes[e.target].input_format))
         .collect();
     let mut downstream = (g.nodes[last].main_tee)(writers, "");
+    let counters: Vec<std::rc::Rc<std::cell::Cell<u64>>> =
+        idx.iter().map(|_| Default::default()).collect();
     for (pos, &n) in idx.iter().enumerate().rev() {
         let node = &g.nodes[n];
         if let Some(&next) = idx.get(pos + 1) {
@@ -195,6 +197,7 @@ pub(crate) fn open_chain(
             position: pos as u32,
             subtask,
             parallelism,
+            records_in: counters[pos].clone(),
             uid: uid(n),
             states: node.states.clone(),
             downstream,
@@ -204,6 +207,7 @@ pub(crate) fn open_chain(
             crate::runtime::set_chain_operators(idx.iter().map(|&n| uid(n)).collect());
             return Ok(Chain {
                 head: open_source(open, node.watermarks.is_some())?,
+                counters,
                 value_states: Vec::new(),
                 head_uid: uid(n),
             });
@@ -228,6 +232,7 @@ pub(crate) fn open_chain(
         .ok_or_else(|| Failure::new(&uid(head_index), "cannot head a chain"))?;
     Ok(Chain {
         head: make_head(&uid(head_index), downstream, decoders),
+        counters,
         value_states: Chain::value_slots(&head_node.states),
         head_uid: uid(head_index),
     })
@@ -369,6 +374,15 @@ impl<J: JobDefinition> job::GuestChain for ChainResource<J> {
             &mut HostState,
             None,
         ))
+    }
+
+    fn metrics(&self) -> Vec<u64> {
+        self.chain
+            .borrow()
+            .counters
+            .iter()
+            .map(|c| c.get())
+            .collect()
     }
 
     fn finish(&self, ctx: w::CallContext) -> std::result::Result<w::BatchResult, w::OperatorError> {

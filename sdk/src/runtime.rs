@@ -306,14 +306,16 @@ pub(crate) fn current_operator() -> String {
     CHAIN.with(|c| c.borrow().get(i).cloned().unwrap_or_default())
 }
 
-/// Marks which operator of the chain is running, for the panic hook.
+/// Marks which operator of the chain is running, for the panic hook, and counts its input.
 pub(crate) struct Tracked<I> {
     pub position: u32,
     pub inner: BoxOp<I>,
+    pub records_in: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<I> Op<I> for Tracked<I> {
     fn element(&mut self, value: I, cx: &mut RunCx<'_>) -> OpResult {
+        self.records_in.set(self.records_in.get() + 1);
         let previous = CURRENT.with(|c| c.replace(self.position));
         let r = self.inner.element(value, cx);
         CURRENT.with(|c| c.set(previous));
@@ -566,6 +568,8 @@ pub(crate) struct CallResult {
 /// A chain of operators opened for one subtask.
 pub(crate) struct Chain {
     pub head: Box<dyn Head>,
+    /// Records in of each chained node, in chain order.
+    pub counters: Vec<std::rc::Rc<std::cell::Cell<u64>>>,
     /// Descriptor index of each value state of the head node, in slot order.
     pub value_states: Vec<u32>,
     pub head_uid: String,

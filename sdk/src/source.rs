@@ -76,17 +76,20 @@ pub struct SourceOutput<'c, 'a, T> {
     down: &'c mut BoxOp<T>,
     /// The source declares a watermark strategy: its timestamps drive event time.
     assigns: bool,
+    emitted: &'c std::cell::Cell<u64>,
 }
 
 impl<T: Data> SourceOutput<'_, '_, T> {
     /// Emits a record without a timestamp.
     pub fn collect(&mut self, value: T) -> Result<()> {
+        self.emitted.set(self.emitted.get() + 1);
         self.cx.ts = None;
         self.down.element(value, self.cx).map_err(failure_to_error)
     }
 
     /// Emits a record with an event timestamp.
     pub fn collect_with_timestamp(&mut self, value: T, ts: i64) -> Result<()> {
+        self.emitted.set(self.emitted.get() + 1);
         self.cx.ts = Some(ts);
         if self.assigns {
             self.cx.max_ts = Some(self.cx.max_ts.map_or(ts, |m| m.max(ts)));
@@ -101,6 +104,7 @@ pub(crate) struct SourceHead<S: SourceFunction> {
     pub source: S,
     pub down: BoxOp<S::Out>,
     pub assigns: bool,
+    pub emitted: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<S: SourceFunction> Head for SourceHead<S> {
@@ -129,6 +133,7 @@ impl<S: SourceFunction> Head for SourceHead<S> {
             cx,
             down: &mut self.down,
             assigns: self.assigns,
+            emitted: &self.emitted,
         };
         self.source
             .poll(&mut out, max)

@@ -121,6 +121,8 @@ pub(crate) struct NodeOpen {
     /// Subtask index and parallelism of the chain.
     pub subtask: u32,
     pub parallelism: u32,
+    /// Counts the records the node takes in (a source: emits).
+    pub records_in: Rc<std::cell::Cell<u64>>,
     pub uid: String,
     pub states: Vec<StateDescriptor>,
     pub downstream: Box<dyn Any>,
@@ -293,6 +295,7 @@ impl StreamEnv {
                 source,
                 down,
                 assigns,
+                emitted: open.records_in,
             }) as Box<dyn Head>)
         });
         let node = add_node(
@@ -449,10 +452,11 @@ impl<T: Data> DataStream<T> {
             let down = *down
                 .downcast::<BoxOp<O>>()
                 .map_err(|_| Failure::new(&open.uid, "chained operators disagree on types"))?;
-            let position = open.position;
+            let (position, records_in) = (open.position, open.records_in.clone());
             let op: BoxOp<T> = Box::new(Tracked {
                 position,
                 inner: make(open, down)?,
+                records_in,
             });
             Ok(Box::new(op) as Box<dyn Any>)
         });

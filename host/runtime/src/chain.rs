@@ -192,6 +192,17 @@ impl GuestChain {
         self.result(r)
     }
 
+    /// Records each chained node has taken in (a source: produced), in chain order.
+    pub fn metrics(&mut self) -> Result<Vec<u64>, GuestError> {
+        self.arm();
+        let r = self
+            .instance
+            .weir_stream_job()
+            .chain()
+            .call_metrics(&mut self.store, self.chain);
+        r.map_err(|e| self.trap(e))
+    }
+
     /// Polls a chain headed by a guest source.
     pub fn poll(&mut self, max: u32, ctx: CallContext) -> Result<PollResult, GuestError> {
         self.arm();

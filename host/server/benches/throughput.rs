@@ -129,7 +129,7 @@ fn main() {
             .map(|_| {
                 let start = Instant::now();
                 let summary = run_job(&component, &options).expect("benchmark run");
-                assert_eq!(summary.vertices[0].records_in, count);
+                assert_eq!(summary.operators[0].records_in, count);
                 start.elapsed()
             })
             .collect();

@@ -59,8 +59,8 @@ pub struct Outputs {
     max_parallelism: u32,
     /// The chained sink.
     pub sink: Option<Box<dyn SinkWriter>>,
-    /// Records sent on (sink writes and exchange sends).
-    pub records_out: u64,
+    /// Records sent on each edge (sink writes and exchange sends).
+    edge_counts: Vec<u64>,
     batch_records: usize,
 }
 
@@ -74,6 +74,7 @@ impl Outputs {
         subtask: u32,
         max_parallelism: u32,
     ) -> Self {
+        let edge_count = routes.len();
         let slot_of_edge = routes
             .iter()
             .map(|r| match r {
@@ -92,7 +93,7 @@ impl Outputs {
             subtask,
             max_parallelism,
             sink,
-            records_out: 0,
+            edge_counts: vec![0; edge_count],
             batch_records: 1024,
         }
     }
@@ -105,7 +106,7 @@ impl Outputs {
                 "a record was written to edge {e}, which does not leave this task"
             )));
         }
-        self.records_out += 1;
+        self.edge_counts[e] += 1;
         match self.routes[e] {
             Route::LocalSink => {
                 let sink = self.sink.as_mut().expect("a local-sink route has a sink");
@@ -164,6 +165,12 @@ impl Outputs {
             }
         }
         Ok(())
+    }
+
+    /// The records sent on each edge so far, resetting the counts.
+    pub fn take_edge_counts(&mut self) -> Vec<u64> {
+        let n = self.edge_counts.len();
+        std::mem::replace(&mut self.edge_counts, vec![0; n])
     }
 
     /// Sends every buffered record.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use connectors::ConnectorError;
 use exchange::{Downstream, InputGate, Outputs};
 use plan::{ExecutionPlan, Route};
-use task::{Task, TaskInput, TaskMetrics};
+use task::{JobCounters, Task, TaskInput};
 use weir_core::frame::FrameError;
 use weir_core::{KeyGroupRange, NodeKind, Partitioning};
 use weir_runtime::{ChainSpec, GuestError, JobComponent};
@@ -118,16 +118,18 @@ impl JobOptions {
     }
 }
 
-/// Records in and out of one vertex.
+/// Records in and out of one operator, over all its subtasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VertexSummary {
-    /// The chained operators' uids.
-    pub name: String,
+pub struct OperatorSummary {
+    /// The operator's uid.
+    pub uid: String,
+    /// Index of the chained vertex it ran in (operators with the same one ran chained).
+    pub vertex: usize,
     /// Subtasks.
     pub parallelism: u32,
-    /// Records that entered the vertex.
+    /// Records it took in (a source: produced).
     pub records_in: u64,
-    /// Records that left it (to exchanges or its sink).
+    /// Records it sent on, summed over its outputs (side outputs included).
     pub records_out: u64,
 }
 
@@ -136,8 +138,8 @@ pub struct VertexSummary {
 pub struct JobSummary {
     /// Job name.
     pub name: String,
-    /// Per vertex, in topological order.
-    pub vertices: Vec<VertexSummary>,
+    /// Per operator, in topological order.
+    pub operators: Vec<OperatorSummary>,
     /// Wall time from start to end.
     pub duration: Duration,
 }
@@ -151,22 +153,22 @@ impl fmt::Display for JobSummary {
             self.duration.as_secs_f64()
         )?;
         let width = self
-            .vertices
+            .operators
             .iter()
-            .map(|v| v.name.len())
+            .map(|o| o.uid.len())
             .max()
             .unwrap_or(4)
             .max(8);
         writeln!(
             f,
-            "  {:<width$}  {:>4}  {:>12}  {:>12}",
-            "operator", "par", "records in", "records out"
+            "  {:<width$}  {:>5}  {:>4}  {:>12}  {:>12}",
+            "operator", "chain", "par", "records in", "records out"
         )?;
-        for v in &self.vertices {
+        for o in &self.operators {
             writeln!(
                 f,
-                "  {:<width$}  {:>4}  {:>12}  {:>12}",
-                v.name, v.parallelism, v.records_in, v.records_out
+                "  {:<width$}  {:>5}  {:>4}  {:>12}  {:>12}",
+                o.uid, o.vertex, o.parallelism, o.records_in, o.records_out
             )?;
         }
         Ok(())
@@ -217,7 +219,6 @@ pub fn run_job(
     }
 
     // Channels: every subtask of a vertex to every subtask of each downstream vertex.
-    let nv = plan.vertices.len();
     let mut senders: Vec<Vec<Vec<Downstream>>> = plan
         .vertices
         .iter()
@@ -258,8 +259,7 @@ pub fn run_job(
         }
     }
 
-    let metrics: Vec<Arc<TaskMetrics>> =
-        (0..nv).map(|_| Arc::new(TaskMetrics::default())).collect();
+    let counters = Arc::new(JobCounters::new(graph.nodes.len(), graph.edges.len()));
     let mut tasks = Vec::new();
     for (vi, v) in plan.vertices.iter().enumerate() {
         let nodes = v.nodes();
@@ -342,7 +342,8 @@ pub fn run_job(
                 outputs,
                 strategy,
                 max_p,
-                metrics[vi].clone(),
+                counters.clone(),
+                v.clone(),
                 options.cancel.clone(),
             ));
         }
@@ -397,20 +398,34 @@ pub fn run_job(
     if cancelled {
         return Err(JobError::Cancelled);
     }
-    let vertices = plan
-        .vertices
-        .iter()
-        .zip(&metrics)
-        .map(|(v, m)| VertexSummary {
-            name: v.name(&graph),
-            parallelism: v.parallelism,
-            records_in: m.records_in.load(Ordering::Relaxed),
-            records_out: m.records_out.load(Ordering::Relaxed),
+    let node_in = |n: usize| counters.node_in[n].load(Ordering::Relaxed);
+    let operators = graph
+        .topological_order()
+        .expect("validated")
+        .into_iter()
+        .map(|n| {
+            let records_out = graph
+                .edges
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.source == n)
+                .map(|(i, e)| match plan.routes[i] {
+                    Route::Chained => node_in(e.target),
+                    _ => counters.edges[i].load(Ordering::Relaxed),
+                })
+                .sum();
+            OperatorSummary {
+                uid: graph.nodes[n].uid.clone(),
+                vertex: plan.vertex_of[n],
+                parallelism: graph.nodes[n].parallelism,
+                records_in: node_in(n),
+                records_out,
+            }
         })
         .collect();
     Ok(JobSummary {
         name: graph.name.clone(),
-        vertices,
+        operators,
         duration: started.elapsed(),
     })
 }

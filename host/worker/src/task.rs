@@ -26,6 +26,7 @@ fn prefetch(
 
 use crate::connectors::SourceReader;
 use crate::exchange::{Input, InputGate, Message, Outputs};
+use crate::plan::Vertex;
 use crate::TaskError;
 
 /// Where a subtask's records come from.
@@ -43,13 +44,23 @@ pub enum TaskInput {
     GuestSource,
 }
 
-/// Counters shared with the job's summary.
-#[derive(Debug, Default)]
-pub struct TaskMetrics {
-    /// Records into the vertex.
-    pub records_in: AtomicU64,
-    /// Records out of the vertex.
-    pub records_out: AtomicU64,
+/// Counters of the whole job, shared by its tasks and read for the summary.
+#[derive(Debug)]
+pub struct JobCounters {
+    /// Records each node took in (a source: produced), by node index.
+    pub node_in: Vec<AtomicU64>,
+    /// Records sent on each edge that leaves a vertex, by edge index.
+    pub edges: Vec<AtomicU64>,
+}
+
+impl JobCounters {
+    /// Zeroed counters for `nodes` nodes and `edges` edges.
+    pub fn new(nodes: usize, edges: usize) -> Self {
+        JobCounters {
+            node_in: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            edges: (0..edges).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 /// Generates watermarks from observed timestamps (bounded out-of-orderness).
@@ -91,7 +102,8 @@ pub struct Task {
     /// Whether the chain's head holds keyed state (its input is keyed).
     pub(crate) keyed: bool,
     pub(crate) max_parallelism: u32,
-    pub(crate) metrics: Arc<TaskMetrics>,
+    pub(crate) counters: Arc<JobCounters>,
+    pub(crate) vertex: Vertex,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) batch_size: usize,
     builder: FrameBuilder,
@@ -121,7 +133,8 @@ impl Task {
         outputs: Outputs,
         strategy: Option<WatermarkStrategy>,
         max_parallelism: u32,
-        metrics: Arc<TaskMetrics>,
+        counters: Arc<JobCounters>,
+        vertex: Vertex,
         cancel: Arc<AtomicBool>,
     ) -> Self {
         let keyed = guest.as_ref().is_some_and(|g| g.backend().is_some());
@@ -155,7 +168,8 @@ impl Task {
             }),
             keyed,
             max_parallelism,
-            metrics,
+            counters,
+            vertex,
             cancel,
             batch_size: 1024,
             builder: FrameBuilder::new(),
@@ -258,6 +272,9 @@ impl Task {
                 }
             }
         }
+        if let Some(s) = self.vertex.source {
+            self.counters.node_in[s].fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
         self.note_activity(!batch.is_empty())?;
         if !batch.is_empty() {
             self.records(batch, edges)?;
@@ -337,18 +354,12 @@ impl Task {
 
     /// Processes records: through the guest chain, or straight to the outputs.
     fn records(&mut self, batch: &RecordBatch, source_edges: &[u32]) -> Result<(), TaskError> {
-        self.metrics
-            .records_in
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let Some(guest) = self.guest.as_mut() else {
             if let (true, Some(sink)) = (source_edges.is_empty(), self.outputs.sink.as_mut()) {
                 // A sink of its own: records arrive encoded for it.
                 for r in batch.iter() {
                     sink.write(r.map_err(TaskError::frame)?.value)?;
                 }
-                self.metrics
-                    .records_out
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 return Ok(());
             }
             // No guest code: a source feeding exchanges (every output edge gets a copy).
@@ -358,7 +369,7 @@ impl Task {
                     self.outputs.route(frame::RecordRef { edge, ..r })?;
                 }
             }
-            return self.count_out();
+            return Ok(());
         };
         self.builder.clear();
         self.key_groups.clear();
@@ -479,12 +490,6 @@ impl Task {
         for r in frame::OutputIter::new(&result.output) {
             self.outputs.route(r.map_err(TaskError::frame)?)?;
         }
-        self.count_out()
-    }
-
-    fn count_out(&mut self) -> Result<(), TaskError> {
-        let n = std::mem::take(&mut self.outputs.records_out);
-        self.metrics.records_out.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -591,6 +596,24 @@ impl Task {
             sink.finish()?;
         }
         self.outputs.broadcast(|| Message::End)?;
+        self.publish_counters()
+    }
+
+    /// Adds this subtask's counts to the job's.
+    fn publish_counters(&mut self) -> Result<(), TaskError> {
+        if let Some(guest) = self.guest.as_mut() {
+            for (&node, n) in self.vertex.guest.iter().zip(guest.metrics()?) {
+                self.counters.node_in[node].fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if let (Some(node), Some(sink)) = (self.vertex.sink, self.outputs.sink.as_ref()) {
+            self.counters.node_in[node].fetch_add(sink.count(), Ordering::Relaxed);
+        }
+        for (e, n) in self.outputs.take_edge_counts().into_iter().enumerate() {
+            if n > 0 {
+                self.counters.edges[e].fetch_add(n, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 }

@@ -100,6 +100,10 @@ impl GuestChain for RawChain {
     fn finish(&self, _ctx: CallContext) -> Result<BatchResult, OperatorError> {
         unreachable!()
     }
+
+    fn metrics(&self) -> Vec<u64> {
+        unreachable!()
+    }
 }
 
 export!(Raw);
