@@ -9,7 +9,8 @@ use std::path::Path;
 use common::{guest, read_json_lines, run_ok, Rng};
 use serde_json::{json, Value};
 
-fn run_example(name: &str, input: &Path, out: &Path, parallelism: u32, extra: &[&str]) {
+/// Runs an example; returns the summary `weir run` printed (on stderr).
+fn run_example(name: &str, input: &Path, out: &Path, parallelism: u32, extra: &[&str]) -> String {
     let wasm = guest(name);
     let p = parallelism.to_string();
     let input = format!("input={}", input.display());
@@ -28,7 +29,22 @@ fn run_example(name: &str, input: &Path, out: &Path, parallelism: u32, extra: &[
         args.push("--arg");
         args.push(e);
     }
-    run_ok(&args);
+    String::from_utf8(run_ok(&args).stderr).unwrap()
+}
+
+/// (records in, records out) of operator `uid` in a `weir run` summary.
+fn summary_row(summary: &str, uid: &str) -> (u64, u64) {
+    let row = summary
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(uid))
+        .unwrap_or_else(|| panic!("no row for {uid} in:\n{summary}"));
+    let cols: Vec<u64> = row
+        .split_whitespace()
+        .rev()
+        .take(2)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    (cols[1], cols[0])
 }
 
 fn sorted(mut v: Vec<Value>) -> Vec<Value> {
@@ -76,7 +92,13 @@ fn check_word_count(parallelism: u32) {
     let dir = tempfile::tempdir().unwrap();
     let (input, words) = word_count_input(dir.path());
     let out = dir.path().join("out");
-    run_example("word_count", &input, &out, parallelism, &[]);
+    let summary = run_example("word_count", &input, &out, parallelism, &[]);
+    let lines = std::fs::read_to_string(&input).unwrap().lines().count() as u64;
+    let n = words.len() as u64;
+    assert_eq!(summary_row(&summary, "lines"), (lines, lines));
+    assert_eq!(summary_row(&summary, "split"), (lines, n));
+    assert_eq!(summary_row(&summary, "count"), (n, n));
+    assert_eq!(summary_row(&summary, "sink"), (n, 0));
 
     let mut counts: HashMap<&str, u64> = HashMap::new();
     let mut expected = Vec::new();
@@ -375,4 +397,67 @@ fn guest_source_parallelism_1() {
 #[test]
 fn guest_source_parallelism_3() {
     check_guest_source(3);
+}
+
+// ---------------------------------------------------------------- `weir new`
+
+#[test]
+fn a_new_job_builds_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("my-job");
+    let out = common::weir(&["new", job.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = common::guest_dir()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let build =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(job.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-wasip2/release/my_job.wasm");
+    std::fs::write(dir.path().join("in.txt"), "b a b\nB!\n").unwrap();
+    let input = format!("input={}", dir.path().join("in.txt").display());
+    let output = format!("output={}", dir.path().join("out").display());
+    run_ok(&[
+        "run",
+        wasm.to_str().unwrap(),
+        "--arg",
+        &input,
+        "--arg",
+        &output,
+    ]);
+    let got = read_json_lines(&dir.path().join("out"));
+    assert_eq!(
+        sorted(got),
+        sorted(vec![
+            json!(["b", 1]),
+            json!(["a", 1]),
+            json!(["b", 2]),
+            json!(["b", 3])
+        ])
+    );
 }

@@ -330,3 +330,69 @@ impl InputGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(n: usize, silent: Vec<bool>) -> (Vec<Sender<Message>>, InputGate) {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::bounded(8)).unzip();
+        (txs, InputGate::new(rxs, silent))
+    }
+
+    fn next_watermark(g: &mut InputGate) -> Option<Watermark> {
+        match g.next(Duration::from_millis(10)).unwrap() {
+            Input::Watermark(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_watermark_is_the_minimum_over_channels_and_never_goes_back() {
+        let (tx, mut g) = gate(2, vec![]);
+        tx[0].send(Message::Watermark(Watermark(10))).unwrap();
+        assert_eq!(next_watermark(&mut g), None, "channel 1 holds it back");
+        tx[1].send(Message::Watermark(Watermark(5))).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(5)));
+        tx[1].send(Message::Watermark(Watermark(3))).unwrap();
+        assert_eq!(next_watermark(&mut g), None, "watermarks never go back");
+        tx[1].send(Message::Watermark(Watermark(20))).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(10)));
+        tx[0].send(Message::End).unwrap();
+        assert_eq!(
+            next_watermark(&mut g),
+            Some(Watermark(20)),
+            "ended channels count as +inf"
+        );
+        tx[1].send(Message::End).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark::MAX));
+        assert!(matches!(
+            g.next(Duration::from_millis(10)).unwrap(),
+            Input::End
+        ));
+    }
+
+    #[test]
+    fn idle_channels_do_not_hold_the_watermark_back() {
+        let (tx, mut g) = gate(2, vec![]);
+        tx[0].send(Message::Watermark(Watermark(10))).unwrap();
+        assert_eq!(next_watermark(&mut g), None);
+        tx[1].send(Message::Idle(true)).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(10)));
+        tx[0].send(Message::Idle(true)).unwrap();
+        assert!(matches!(
+            g.next(Duration::from_millis(10)).unwrap(),
+            Input::Idle
+        ));
+        // Active again: its watermark counts again.
+        tx[1].send(Message::Watermark(Watermark(12))).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(12)));
+    }
+
+    #[test]
+    fn silent_channels_start_at_plus_infinity() {
+        let (tx, mut g) = gate(2, vec![false, true]);
+        tx[0].send(Message::Watermark(Watermark(7))).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(7)));
+    }
+}
