@@ -72,6 +72,11 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .max_wasm_stack(1 << 20);
+        // `WEIR_PROFILER=perfmap` writes /tmp/perf-<pid>.map so `perf report` can name guest
+        // functions (needs wasmtime's `profiling` feature, off in normal builds).
+        if std::env::var("WEIR_PROFILER").as_deref() == Ok("perfmap") {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&c).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
