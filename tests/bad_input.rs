@@ -263,3 +263,48 @@ fn a_missing_input_file() {
     ]);
     assert_says(&stderr, &["/nonexistent/words.txt", "No such file"]);
 }
+
+#[test]
+fn a_cancelled_job_commits_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let wasm = guest("faulty");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "run",
+            wasm.to_str().unwrap(),
+            "--arg",
+            "mode=unbounded",
+            "--arg",
+        ])
+        .arg(format!("output={}", out.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sink has started writing, then press Ctrl-C.
+    let started = std::time::Instant::now();
+    while !out.join(".part-0.jsonl.inprogress").exists() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the job never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "a cancelled job exits with 130");
+    let visible: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        visible.is_empty(),
+        "cancelled output was committed: {visible:?}"
+    );
+}

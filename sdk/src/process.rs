@@ -413,3 +413,55 @@ impl<F: KeyedProcessFunction> Op<F::In> for KeyedProcessOp<F> {
         self.down.finish(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::prelude::*;
+    use crate::testing::Harness;
+
+    const TIMEOUT: ValueState<i64> = ValueState::new("timeout", 1);
+
+    /// Sets a check timer at ts and a timeout at ts + 3; the check cancels the timeout.
+    #[derive(Clone)]
+    struct CheckThenTimeout;
+
+    impl KeyedProcessFunction for CheckThenTimeout {
+        type Key = u8;
+        type In = u8;
+        type Out = i64;
+        const STATE: &'static [StateDescriptor] = &[TIMEOUT.descriptor()];
+
+        fn process_element(&mut self, _v: u8, ctx: &mut Context<'_, '_, u8, i64>) -> Result<()> {
+            let ts = ctx.timestamp().unwrap_or(0);
+            ctx.register_event_time_timer(ts)?;
+            ctx.register_event_time_timer(ts + 3)?;
+            ctx.value(&TIMEOUT).set(&(ts + 3))
+        }
+
+        fn on_timer(
+            &mut self,
+            ts: i64,
+            _domain: TimeDomain,
+            ctx: &mut Context<'_, '_, u8, i64>,
+        ) -> Result<()> {
+            if let Some(timeout) = ctx.value(&TIMEOUT).get()? {
+                if timeout != ts {
+                    ctx.delete_event_time_timer(timeout)?;
+                    ctx.value(&TIMEOUT).clear()?;
+                }
+            }
+            ctx.emit(ts)
+        }
+    }
+
+    #[test]
+    fn a_timer_deleted_by_an_earlier_timer_does_not_fire() {
+        let mut h =
+            Harness::new(|s: DataStream<u8>| s.key_by(|k: &u8| *k).process(CheckThenTimeout))
+                .unwrap();
+        h.process(1, Some(5)).unwrap();
+        h.advance_watermark(10).unwrap();
+        assert_eq!(h.take_output::<i64>().unwrap(), vec![5]);
+        assert_eq!(h.pending_timers(), 0);
+    }
+}

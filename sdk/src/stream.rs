@@ -718,9 +718,12 @@ struct AssignerOp<F, T> {
 impl<T, F: Fn(&T) -> i64> Op<T> for AssignerOp<F, T> {
     fn element(&mut self, value: T, cx: &mut RunCx<'_>) -> OpResult {
         let ts = (self.f)(&value);
-        cx.ts = Some(ts);
+        let upstream = cx.ts.replace(ts);
         cx.max_ts = Some(cx.max_ts.map_or(ts, |m| m.max(ts)));
-        self.down.element(value, cx)
+        let r = self.down.element(value, cx);
+        // The operator before this one may emit more records: they keep its timestamp.
+        cx.ts = upstream;
+        r
     }
 
     fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult {

@@ -314,11 +314,18 @@ impl<I: Data> Harness<I> {
     }
 
     fn fire(&mut self, domain: u8, upto: i64) -> Result<()> {
+        // One timestamp at a time, as the host does: a callback may delete a later timer.
         loop {
-            let due: Vec<_> = self
+            let next = self
                 .timers
                 .iter()
                 .filter(|(ts, d, _)| *d == domain && *ts <= upto)
+                .map(|(ts, _, _)| *ts)
+                .min();
+            let due: Vec<_> = self
+                .timers
+                .iter()
+                .filter(|(ts, d, _)| *d == domain && Some(*ts) == next)
                 .cloned()
                 .collect();
             if due.is_empty() {

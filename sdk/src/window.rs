@@ -475,7 +475,10 @@ where
         let wm = cx.watermark;
         let mut live = std::mem::take(&mut self.scratch);
         self.assigner.assign_into(ts, &mut live);
-        live.retain(|w| !(event_time && self.cleanup_time(w) <= wm));
+        // A session is late only if, once merged, it still is (see `add`).
+        if !self.is_session() {
+            live.retain(|w| !(event_time && self.cleanup_time(w) <= wm));
+        }
         let r = self.add(value, live.as_slice(), cx);
         self.scratch = live;
         r
@@ -528,6 +531,18 @@ where
             return Ok(());
         }
         let mut contents = self.load(cx)?;
+        if self.is_session() && event_time {
+            let late = live.iter().all(|w| {
+                self.cleanup_time(w) <= wm && !contents.iter().any(|(cw, _)| overlaps(cw, w))
+            });
+            if late {
+                self.store(cx, contents);
+                if let Some(tag) = self.late_tag {
+                    return self.sides.emit(&self.table.uid, tag, value, cx);
+                }
+                return Ok(());
+            }
+        }
         let mut fire_now = Vec::new();
         for &w in live {
             let i = if let Shape::Session { .. } = self.assigner.shape {
@@ -560,7 +575,14 @@ where
     O: Data,
     F: Fn(&K, &TimeWindow, A::Out) -> O,
 {
-    /// Merges `w` with every overlapping session; returns the merged session's index.
+    fn is_session(&self) -> bool {
+        matches!(self.assigner.shape, Shape::Session { .. })
+    }
+
+    /// Merges `w` with every session it overlaps or touches; returns the merged session's
+    /// index. Timers of absorbed sessions are left to fire: a timer fires only the windows
+    /// that end exactly then and purges only those past their lateness, so a stale one does
+    /// nothing — while deleting it could remove a timer another session shares.
     fn merge_session(
         &self,
         cx: &mut RunCx<'_>,
@@ -571,13 +593,12 @@ where
         let mut acc = self.agg.create_accumulator();
         let mut kept = Vec::with_capacity(contents.len() + 1);
         for (cw, cacc) in contents.drain(..) {
-            if cw.start < merged.end && merged.start < cw.end {
+            if overlaps(&cw, &merged) {
                 merged = TimeWindow {
                     start: merged.start.min(cw.start),
                     end: merged.end.max(cw.end),
                 };
                 acc = self.agg.merge(acc, cacc);
-                self.register(cx, &cw, true)?;
             } else {
                 kept.push((cw, cacc));
             }
@@ -587,6 +608,11 @@ where
         *contents = kept;
         Ok(contents.len() - 1)
     }
+}
+
+/// Whether two windows overlap or touch (sessions `[0,10)` and `[10,20)` merge, as in Flink).
+fn overlaps(a: &TimeWindow, b: &TimeWindow) -> bool {
+    a.start <= b.end && b.start <= a.end
 }
 
 #[cfg(test)]
@@ -604,6 +630,66 @@ mod tests {
             }]
         );
         assert_eq!(a.assign(-1)[0].start, -10_000);
+    }
+
+    use crate::stream::DataStream;
+    use crate::testing::Harness;
+
+    type Rec = (u32, i64);
+
+    fn sessions(gap: i64, lateness: i64) -> Harness<Rec> {
+        Harness::new(move |s: DataStream<Rec>| {
+            s.key_by(|r: &Rec| r.0)
+                .window(WindowAssigner::event_time_session(gap))
+                .allowed_lateness(lateness)
+                .reduce(
+                    |a: Rec, b: Rec| (a.0, a.1 + b.1),
+                    |_k: &u32, w: &TimeWindow, r: Rec| (w.start, w.end, r.1),
+                )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn sessions_merge_when_they_overlap_or_touch() {
+        let mut h = sessions(10, 0);
+        h.process((1, 1), Some(0)).unwrap();
+        h.process((1, 2), Some(10)).unwrap();
+        h.process((1, 4), Some(40)).unwrap();
+        h.process((1, 8), Some(45)).unwrap();
+        h.finish().unwrap();
+        let mut out: Vec<(i64, i64, i64)> = h.take_output().unwrap();
+        out.sort();
+        assert_eq!(out, vec![(0, 20, 3), (40, 55, 12)]);
+    }
+
+    #[test]
+    fn merging_sessions_does_not_lose_a_window_sharing_a_timer() {
+        // Session [20,30) fires at 29; [0,10)'s cleanup timer is also 29 (lateness 20).
+        // Merging [0,10) with [5,15) must not cancel the timer [20,30) needs.
+        let mut h = sessions(10, 20);
+        h.process((1, 1), Some(20)).unwrap();
+        h.process((1, 2), Some(0)).unwrap();
+        h.process((1, 4), Some(5)).unwrap();
+        h.advance_watermark(100).unwrap();
+        let mut out: Vec<(i64, i64, i64)> = h.take_output().unwrap();
+        out.sort();
+        assert_eq!(out, vec![(0, 15, 6), (20, 30, 1)]);
+        assert_eq!(h.pending_timers(), 0);
+    }
+
+    #[test]
+    fn a_late_record_that_extends_a_live_session_is_not_late() {
+        let mut h = sessions(10, 0);
+        h.process((1, 1), Some(50)).unwrap();
+        h.advance_watermark(45).unwrap();
+        // [40,50) is behind the watermark on its own, but touches the live [50,60).
+        h.process((1, 2), Some(40)).unwrap();
+        // [10,20) is behind the watermark and touches nothing: late.
+        h.process((1, 4), Some(10)).unwrap();
+        h.finish().unwrap();
+        let out: Vec<(i64, i64, i64)> = h.take_output().unwrap();
+        assert_eq!(out, vec![(40, 60, 3)]);
     }
 
     #[test]

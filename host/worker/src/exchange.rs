@@ -207,6 +207,8 @@ pub struct InputGate {
     idle: Vec<bool>,
     ended: Vec<bool>,
     current: Watermark,
+    /// An event to report on the next call (all inputs went idle after a watermark).
+    pending: Option<Input>,
 }
 
 /// What the gate yields.
@@ -225,24 +227,19 @@ pub enum Input {
 
 impl InputGate {
     /// A gate over `receivers`; channels whose sender is known never to produce a record
-    /// (`silent`) start at watermark +inf, so they never hold the others back.
+    /// (`silent`) start idle, so they never hold the others back.
     pub fn new(receivers: Vec<Receiver<Message>>, silent: Vec<bool>) -> Self {
         let n = receivers.len();
-        let watermarks = (0..n)
-            .map(|i| {
-                if silent.get(i).copied().unwrap_or(false) {
-                    Watermark::MAX
-                } else {
-                    Watermark::MIN
-                }
-            })
+        let idle = (0..n)
+            .map(|i| silent.get(i).copied().unwrap_or(false))
             .collect();
         InputGate {
             receivers,
-            watermarks,
-            idle: vec![false; n],
+            watermarks: vec![Watermark::MIN; n],
+            idle,
             ended: vec![false; n],
             current: Watermark::MIN,
+            pending: None,
         }
     }
 
@@ -269,7 +266,21 @@ impl InputGate {
         let next = match (min, all_ended) {
             (_, true) => Watermark::MAX,
             (Some(m), false) => m,
-            (None, false) if any_idle => return Some(Input::Idle),
+            (None, false) if any_idle => {
+                // Every input is idle: event time moves to the furthest any of them got
+                // (Flink's valve does the same), and the output goes idle.
+                let max = (0..self.receivers.len())
+                    .filter(|&i| !self.ended[i])
+                    .map(|i| self.watermarks[i])
+                    .max()
+                    .unwrap_or(self.current);
+                if max > self.current {
+                    self.current = max;
+                    self.pending = Some(Input::Idle);
+                    return Some(Input::Watermark(max));
+                }
+                return Some(Input::Idle);
+            }
             (None, false) => self.current,
         };
         if next > self.current {
@@ -281,6 +292,9 @@ impl InputGate {
 
     /// The next input, waiting at most `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Result<Input, TaskError> {
+        if let Some(event) = self.pending.take() {
+            return Ok(event);
+        }
         loop {
             if self.ended.iter().all(|&e| e) {
                 return Ok(Input::End);
@@ -390,9 +404,25 @@ mod tests {
     }
 
     #[test]
-    fn silent_channels_start_at_plus_infinity() {
+    fn silent_channels_do_not_hold_the_watermark_back() {
         let (tx, mut g) = gate(2, vec![false, true]);
         tx[0].send(Message::Watermark(Watermark(7))).unwrap();
         assert_eq!(next_watermark(&mut g), Some(Watermark(7)));
+    }
+
+    #[test]
+    fn when_all_inputs_go_idle_the_furthest_watermark_wins() {
+        let (tx, mut g) = gate(2, vec![]);
+        tx[0].send(Message::Watermark(Watermark(100))).unwrap();
+        tx[1].send(Message::Watermark(Watermark(50))).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(50)));
+        tx[0].send(Message::Idle(true)).unwrap();
+        assert_eq!(next_watermark(&mut g), None, "one input still active");
+        tx[1].send(Message::Idle(true)).unwrap();
+        assert_eq!(next_watermark(&mut g), Some(Watermark(100)));
+        assert!(matches!(
+            g.next(Duration::from_millis(10)).unwrap(),
+            Input::Idle
+        ));
     }
 }

@@ -269,10 +269,9 @@ pub fn run_job(
             .enumerate()
             .map(|(i, e)| nodes.contains(&e.source) && plan.routes[i] != Route::Chained)
             .collect();
-        let strategy = v
-            .source
-            .and_then(|s| graph.nodes[s].watermarks)
-            .or_else(|| v.guest.iter().find_map(|&g| graph.nodes[g].watermarks));
+        let source_strategy = v.source.and_then(|s| graph.nodes[s].watermarks);
+        let strategy =
+            source_strategy.or_else(|| v.guest.iter().find_map(|&g| graph.nodes[g].watermarks));
         for i in 0..v.parallelism {
             let label = format!("{}#{i}", v.name(&graph));
             let input = match (v.source, readers[vi][i as usize].take()) {
@@ -341,6 +340,7 @@ pub fn run_job(
                 guest,
                 outputs,
                 strategy,
+                source_strategy.is_some(),
                 max_p,
                 counters.clone(),
                 v.clone(),

@@ -104,6 +104,9 @@ pub struct Task {
     pub(crate) max_parallelism: u32,
     pub(crate) counters: Arc<JobCounters>,
     pub(crate) vertex: Vertex,
+    /// The watermark strategy is the host source's own: watermarks follow the timestamps
+    /// the connector gives (otherwise a chained assigner's, reported by the guest).
+    source_timestamps: bool,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) batch_size: usize,
     builder: FrameBuilder,
@@ -132,6 +135,7 @@ impl Task {
         guest: Option<GuestChain>,
         outputs: Outputs,
         strategy: Option<WatermarkStrategy>,
+        source_timestamps: bool,
         max_parallelism: u32,
         counters: Arc<JobCounters>,
         vertex: Vertex,
@@ -170,6 +174,7 @@ impl Task {
             max_parallelism,
             counters,
             vertex,
+            source_timestamps,
             cancel,
             batch_size: 1024,
             builder: FrameBuilder::new(),
@@ -209,6 +214,11 @@ impl Task {
                 self.input = TaskInput::GuestSource;
                 self.run_guest_source()?;
             }
+        }
+        // Input that ended because the job was cancelled is not the end of the input: no
+        // final watermark, no sink commit.
+        if self.cancelled() {
+            return Err(TaskError::Cancelled);
         }
         self.finish()
     }
@@ -252,7 +262,8 @@ impl Task {
                     return Err(TaskError::Cancelled);
                 }
                 let Ok(fetched) = full_rx.recv() else {
-                    return Ok(());
+                    // The fetcher stops early only when the job is cancelled.
+                    return Err(TaskError::Cancelled);
                 };
                 let (batch, more) = fetched?;
                 self.source_batch(&batch, edges)?;
@@ -265,7 +276,7 @@ impl Task {
     }
 
     fn source_batch(&mut self, batch: &RecordBatch, edges: &[u32]) -> Result<(), TaskError> {
-        if let Some(g) = self.generator.as_mut() {
+        if let (Some(g), true) = (self.generator.as_mut(), self.source_timestamps) {
             for r in batch.iter() {
                 if let Some(ts) = r.map_err(TaskError::frame)?.timestamp {
                     g.observe(ts);
@@ -534,13 +545,21 @@ impl Task {
         if !self.keyed {
             return Ok(());
         }
+        // One timestamp at a time, applying each round's timer registrations and deletions
+        // before the next: a callback can delete (or add) a later timer before it is due.
         loop {
+            if self.cancelled() {
+                return Err(TaskError::Cancelled);
+            }
             let mut due = std::mem::take(&mut self.due);
             due.clear();
             {
                 let guest = self.guest.as_mut().expect("keyed");
                 let backend = guest.backend_mut().expect("keyed");
-                backend.pop_due_timers(domain, upto, &mut due);
+                match backend.next_timer(domain) {
+                    Some(next) if next <= upto => backend.pop_due_timers(domain, next, &mut due),
+                    _ => {}
+                }
             }
             if due.is_empty() {
                 self.due = due;

@@ -1,7 +1,8 @@
 //! A job that misbehaves on purpose at record `at` (default 5,000 of 10,000), chosen by
 //! `--arg mode=...`: `panic`, `error` (returns an error), `loop` (never returns),
 //! `alloc` (allocates without bound), `stack` (unbounded recursion), `duplicate-uid` (an
-//! invalid plan), `none` (behaves).
+//! invalid plan), `unbounded` (never ends: an unbounded datagen into a file sink under
+//! `--arg output=DIR`), `none` (behaves).
 
 use weir::prelude::*;
 
@@ -48,6 +49,14 @@ fn build(env: &mut StreamEnv) -> Result<()> {
                 .process(FailingProcess { at })
                 .uid("failing-process")
                 .sink(Sink::blackhole());
+            return Ok(());
+        }
+        "unbounded" => {
+            env.datagen(Datagen::unbounded().rate(20_000))
+                .map(|r: DatagenRecord| r.value)
+                .uid("values")
+                .sink(Sink::file(env.arg("output")?))
+                .uid("sink");
             return Ok(());
         }
         "duplicate-uid" => {
