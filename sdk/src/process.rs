@@ -95,7 +95,12 @@ impl StateTable {
     }
 
     pub(crate) fn index(&self, name: &str, kind: StateKind) -> Result<usize> {
-        match self.states.iter().position(|s| s.name == name) {
+        // Handles are constants: the name is usually the very string the descriptor holds,
+        // so compare addresses before bytes (this runs on every state access).
+        let same = |s: &StateDescriptor| {
+            (s.name.as_ptr() == name.as_ptr() && s.name.len() == name.len()) || s.name == name
+        };
+        match self.states.iter().position(same) {
             Some(i) if self.states[i].kind == kind => Ok(i),
             Some(i) => Err(Error::msg(format!(
                 "state '{name}' is declared as {:?} but used as {kind:?}",

@@ -284,26 +284,33 @@ impl<'a> RunCx<'a> {
     }
 }
 
-thread_local! {
-    /// uids of the chain's operators, and the position of the one running now: a panic
-    /// aborts the instance, so the panic hook reads them to name the operator.
-    static CHAIN: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-    static CURRENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+/// uids of the chain's operators, and the position of the one running now: a panic aborts
+/// the instance, so the panic hook reads them to name the operator. (A guest instance is
+/// single-threaded; a relaxed atomic is a plain load or store on wasm32, cheaper than a
+/// thread-local on this hot path.)
+static CHAIN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static CURRENT_OP: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn swap_current(position: u32) -> u32 {
+    CURRENT_OP.swap(position, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Marks the operator at `position` of the chain as the one running.
 pub(crate) fn enter_operator(position: u32) {
-    CURRENT.with(|c| c.set(position));
+    swap_current(position);
 }
 
 pub(crate) fn set_chain_operators(uids: Vec<String>) {
-    CHAIN.with(|c| *c.borrow_mut() = uids);
+    *CHAIN.lock().unwrap_or_else(|e| e.into_inner()) = uids;
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) fn current_operator() -> String {
-    let i = CURRENT.with(|c| c.get()) as usize;
-    CHAIN.with(|c| c.borrow().get(i).cloned().unwrap_or_default())
+    let i = CURRENT_OP.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    CHAIN
+        .lock()
+        .map(|c| c.get(i).cloned().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Marks which operator of the chain is running, for the panic hook, and counts its input.
@@ -316,30 +323,30 @@ pub(crate) struct Tracked<I> {
 impl<I> Op<I> for Tracked<I> {
     fn element(&mut self, value: I, cx: &mut RunCx<'_>) -> OpResult {
         self.records_in.set(self.records_in.get() + 1);
-        let previous = CURRENT.with(|c| c.replace(self.position));
+        let previous = swap_current(self.position);
         let r = self.inner.element(value, cx);
-        CURRENT.with(|c| c.set(previous));
+        swap_current(previous);
         r
     }
 
     fn timer(&mut self, domain: TimeDomain, ts: i64, cx: &mut RunCx<'_>) -> OpResult {
-        let previous = CURRENT.with(|c| c.replace(self.position));
+        let previous = swap_current(self.position);
         let r = self.inner.timer(domain, ts, cx);
-        CURRENT.with(|c| c.set(previous));
+        swap_current(previous);
         r
     }
 
     fn finish(&mut self, cx: &mut RunCx<'_>) -> OpResult {
-        let previous = CURRENT.with(|c| c.replace(self.position));
+        let previous = swap_current(self.position);
         let r = self.inner.finish(cx);
-        CURRENT.with(|c| c.set(previous));
+        swap_current(previous);
         r
     }
 
     fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult {
-        let previous = CURRENT.with(|c| c.replace(self.position));
+        let previous = swap_current(self.position);
         let r = self.inner.end_of_call(cx);
-        CURRENT.with(|c| c.set(previous));
+        swap_current(previous);
         r
     }
 }
