@@ -411,34 +411,7 @@ fn a_new_job_builds_and_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let target = common::guest_dir()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let build =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(job.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("RUSTFLAGS")
-            .output()
-            .unwrap();
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let wasm = target.join("wasm32-wasip2/release/my_job.wasm");
+    let wasm = common::build_guest(&job.join("Cargo.toml")).join("my_job.wasm");
     std::fs::write(dir.path().join("in.txt"), "b a b\nB!\n").unwrap();
     let input = format!("input={}", dir.path().join("in.txt").display());
     let output = format!("output={}", dir.path().join("out").display());

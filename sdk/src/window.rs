@@ -458,6 +458,87 @@ where
             TimeDomain::ProcessingTime => Ok(cx.processing_time),
         }
     }
+
+    /// Adds a record to its live windows (or sends it to the late output if none is).
+    fn add(&mut self, value: A::In, live: &[TimeWindow], cx: &mut RunCx<'_>) -> OpResult {
+        let event_time = self.assigner.domain == TimeDomain::EventTime;
+        let wm = cx.watermark;
+        if live.is_empty() {
+            if let Some(tag) = self.late_tag {
+                return self.sides.emit(&self.table.uid, tag, value, cx);
+            }
+            return Ok(());
+        }
+        let mut contents = self.load(cx)?;
+        if self.is_session() && event_time {
+            let late = live.iter().all(|w| {
+                self.cleanup_time(w) <= wm && !contents.iter().any(|(cw, _)| overlaps(cw, w))
+            });
+            if late {
+                self.store(cx, contents);
+                if let Some(tag) = self.late_tag {
+                    return self.sides.emit(&self.table.uid, tag, value, cx);
+                }
+                return Ok(());
+            }
+        }
+        let mut fire_now = Vec::new();
+        for &w in live {
+            let i = if let Shape::Session { .. } = self.assigner.shape {
+                self.merge_session(cx, &mut contents, w)?
+            } else if let Some(i) = contents.iter().position(|(cw, _)| *cw == w) {
+                i
+            } else {
+                self.register(cx, &w, false)?;
+                contents.push((w, self.agg.create_accumulator()));
+                contents.len() - 1
+            };
+            self.agg.add(&value, &mut contents[i].1);
+            if event_time && contents[i].0.max_timestamp() <= wm {
+                fire_now.push(i);
+            }
+        }
+        for i in fire_now {
+            let (w, acc) = contents[i].clone();
+            self.fire(cx, &w, &acc)?;
+        }
+        self.store(cx, contents);
+        Ok(())
+    }
+
+    fn is_session(&self) -> bool {
+        matches!(self.assigner.shape, Shape::Session { .. })
+    }
+
+    /// Merges `w` with every session it overlaps or touches; returns the merged session's
+    /// index. Timers of absorbed sessions are left to fire: a timer fires only the windows
+    /// that end exactly then and purges only those past their lateness, so a stale one does
+    /// nothing — while deleting it could remove a timer another session shares.
+    fn merge_session(
+        &self,
+        cx: &mut RunCx<'_>,
+        contents: &mut Contents<A::Acc>,
+        w: TimeWindow,
+    ) -> std::result::Result<usize, Failure> {
+        let mut merged = w;
+        let mut acc = self.agg.create_accumulator();
+        let mut kept = Vec::with_capacity(contents.len() + 1);
+        for (cw, cacc) in contents.drain(..) {
+            if overlaps(&cw, &merged) {
+                merged = TimeWindow {
+                    start: merged.start.min(cw.start),
+                    end: merged.end.max(cw.end),
+                };
+                acc = self.agg.merge(acc, cacc);
+            } else {
+                kept.push((cw, cacc));
+            }
+        }
+        self.register(cx, &merged, false)?;
+        kept.push((merged, acc));
+        *contents = kept;
+        Ok(contents.len() - 1)
+    }
 }
 
 impl<K, A, O, F> Op<A::In> for WindowOp<K, A, O, F>
@@ -510,103 +591,6 @@ where
     fn end_of_call(&mut self, cx: &mut RunCx<'_>) -> OpResult {
         self.write_back(cx);
         Ok(())
-    }
-}
-
-impl<K, A, O, F> WindowOp<K, A, O, F>
-where
-    K: Data,
-    A: AggregateFunction,
-    O: Data,
-    F: Fn(&K, &TimeWindow, A::Out) -> O,
-{
-    /// Adds a record to its live windows (or sends it to the late output if none is).
-    fn add(&mut self, value: A::In, live: &[TimeWindow], cx: &mut RunCx<'_>) -> OpResult {
-        let event_time = self.assigner.domain == TimeDomain::EventTime;
-        let wm = cx.watermark;
-        if live.is_empty() {
-            if let Some(tag) = self.late_tag {
-                return self.sides.emit(&self.table.uid, tag, value, cx);
-            }
-            return Ok(());
-        }
-        let mut contents = self.load(cx)?;
-        if self.is_session() && event_time {
-            let late = live.iter().all(|w| {
-                self.cleanup_time(w) <= wm && !contents.iter().any(|(cw, _)| overlaps(cw, w))
-            });
-            if late {
-                self.store(cx, contents);
-                if let Some(tag) = self.late_tag {
-                    return self.sides.emit(&self.table.uid, tag, value, cx);
-                }
-                return Ok(());
-            }
-        }
-        let mut fire_now = Vec::new();
-        for &w in live {
-            let i = if let Shape::Session { .. } = self.assigner.shape {
-                self.merge_session(cx, &mut contents, w)?
-            } else if let Some(i) = contents.iter().position(|(cw, _)| *cw == w) {
-                i
-            } else {
-                self.register(cx, &w, false)?;
-                contents.push((w, self.agg.create_accumulator()));
-                contents.len() - 1
-            };
-            self.agg.add(&value, &mut contents[i].1);
-            if event_time && contents[i].0.max_timestamp() <= wm {
-                fire_now.push(i);
-            }
-        }
-        for i in fire_now {
-            let (w, acc) = contents[i].clone();
-            self.fire(cx, &w, &acc)?;
-        }
-        self.store(cx, contents);
-        Ok(())
-    }
-}
-
-impl<K, A, O, F> WindowOp<K, A, O, F>
-where
-    K: Data,
-    A: AggregateFunction,
-    O: Data,
-    F: Fn(&K, &TimeWindow, A::Out) -> O,
-{
-    fn is_session(&self) -> bool {
-        matches!(self.assigner.shape, Shape::Session { .. })
-    }
-
-    /// Merges `w` with every session it overlaps or touches; returns the merged session's
-    /// index. Timers of absorbed sessions are left to fire: a timer fires only the windows
-    /// that end exactly then and purges only those past their lateness, so a stale one does
-    /// nothing — while deleting it could remove a timer another session shares.
-    fn merge_session(
-        &self,
-        cx: &mut RunCx<'_>,
-        contents: &mut Contents<A::Acc>,
-        w: TimeWindow,
-    ) -> std::result::Result<usize, Failure> {
-        let mut merged = w;
-        let mut acc = self.agg.create_accumulator();
-        let mut kept = Vec::with_capacity(contents.len() + 1);
-        for (cw, cacc) in contents.drain(..) {
-            if overlaps(&cw, &merged) {
-                merged = TimeWindow {
-                    start: merged.start.min(cw.start),
-                    end: merged.end.max(cw.end),
-                };
-                acc = self.agg.merge(acc, cacc);
-            } else {
-                kept.push((cw, cacc));
-            }
-        }
-        self.register(cx, &merged, false)?;
-        kept.push((merged, acc));
-        *contents = kept;
-        Ok(contents.len() - 1)
     }
 }
 

@@ -20,35 +20,41 @@ fn wasm_target_dir() -> PathBuf {
         .join("wasm")
 }
 
+/// Builds the guest crate or workspace at `manifest` for wasm32-wasip2 (release) into the
+/// shared wasm target directory; returns the directory holding the `.wasm` files.
+pub fn build_guest(manifest: &Path) -> PathBuf {
+    let target = wasm_target_dir();
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cannot run cargo to build a guest");
+    assert!(
+        out.status.success(),
+        "building {} for wasm32-wasip2 failed (run scripts/setup.sh first):\n{}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("wasm32-wasip2/release")
+}
+
 /// Builds every guest workspace once per test binary (cargo makes repeated builds no-ops)
 /// and returns the directory holding the `.wasm` files.
 pub fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = wasm_target_dir();
-        for manifest in ["guest-examples/Cargo.toml", "tests/guests/Cargo.toml"] {
-            let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "build",
-                    "--release",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--manifest-path",
-                ])
-                .arg(root().join(manifest))
-                .arg("--target-dir")
-                .arg(&target)
-                .env_remove("CARGO_ENCODED_RUSTFLAGS")
-                .env_remove("RUSTFLAGS")
-                .output()
-                .expect("cannot run cargo to build the guests");
-            assert!(
-                out.status.success(),
-                "building {manifest} for wasm32-wasip2 failed (run scripts/setup.sh first):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        target.join("wasm32-wasip2/release")
+        build_guest(&root().join("tests/guests/Cargo.toml"));
+        build_guest(&root().join("guest-examples/Cargo.toml"))
     })
 }
 

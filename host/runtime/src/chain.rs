@@ -212,21 +212,8 @@ impl GuestChain {
             max,
             Self::ctx(ctx),
         );
-        match r {
-            Ok(Ok(p)) => Ok(PollResult {
-                finished: p.finished,
-                batch: BatchResult {
-                    output: p.batch.output,
-                    state_writes: p.batch.state_writes,
-                    timer_ops: p.batch.timer_ops,
-                    max_timestamp: p.batch.max_timestamp,
-                },
-            }),
-            Ok(Err(e)) => Err(GuestError::Operator {
-                operator: e.operator,
-                message: e.message,
-            }),
-            Err(e) => Err(self.trap(e)),
-        }
+        let finished = matches!(&r, Ok(Ok(p)) if p.finished);
+        let batch = self.result(r.map(|p| p.map(|p| p.batch)))?;
+        Ok(PollResult { batch, finished })
     }
 }
