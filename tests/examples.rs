@@ -434,3 +434,18 @@ fn a_new_job_builds_and_runs() {
         ])
     );
 }
+
+// ---------------------------------------------------------------- print sink
+
+#[test]
+fn the_print_sink_writes_json_lines_to_stdout() {
+    let wasm = guest("faulty");
+    let out = run_ok(&["run", wasm.to_str().unwrap(), "--arg", "mode=print"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut seqs: Vec<u64> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<(u64, u64)>(l).unwrap().0)
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+}

@@ -677,6 +677,48 @@ mod tests {
     }
 
     #[test]
+    fn processing_time_windows_fire_on_the_clock() {
+        let mut h = Harness::new(|s: DataStream<Rec>| {
+            s.key_by(|r: &Rec| r.0)
+                .window(WindowAssigner::tumbling_processing_time(1_000))
+                .reduce(
+                    |a: Rec, b: Rec| (a.0, a.1 + b.1),
+                    |_k: &u32, w: &TimeWindow, r: Rec| (w.start, r.1),
+                )
+        })
+        .unwrap();
+        h.advance_processing_time(10_100).unwrap();
+        h.process((1, 1), None).unwrap();
+        h.process((1, 2), None).unwrap();
+        h.advance_processing_time(10_998).unwrap();
+        assert!(h.take_output::<(i64, i64)>().unwrap().is_empty());
+        h.advance_processing_time(11_000).unwrap();
+        h.process((1, 4), None).unwrap();
+        h.advance_processing_time(12_000).unwrap();
+        let out: Vec<(i64, i64)> = h.take_output().unwrap();
+        assert_eq!(out, vec![(10_000, 3), (11_000, 4)]);
+    }
+
+    #[test]
+    fn sliding_windows_count_a_record_in_every_window_it_falls_in() {
+        let mut h = Harness::new(|s: DataStream<Rec>| {
+            s.key_by(|r: &Rec| r.0)
+                .window(WindowAssigner::sliding_event_time(10, 5))
+                .reduce(
+                    |a: Rec, b: Rec| (a.0, a.1 + b.1),
+                    |_k: &u32, w: &TimeWindow, r: Rec| (w.start, r.1),
+                )
+        })
+        .unwrap();
+        h.process((1, 1), Some(7)).unwrap();
+        h.process((1, 2), Some(12)).unwrap();
+        h.finish().unwrap();
+        let mut out: Vec<(i64, i64)> = h.take_output().unwrap();
+        out.sort();
+        assert_eq!(out, vec![(0, 1), (5, 3), (10, 2)]);
+    }
+
+    #[test]
     fn sliding_windows_cover_the_timestamp() {
         let a = WindowAssigner::sliding_event_time(10, 5);
         let ws = a.assign(12);

@@ -59,6 +59,14 @@ fn build(env: &mut StreamEnv) -> Result<()> {
                 .uid("sink");
             return Ok(());
         }
+        "print" => {
+            env.datagen(Datagen::bounded(5).keys(3))
+                .map(|r: DatagenRecord| (r.seq, r.key))
+                .uid("pairs")
+                .sink(Sink::print())
+                .uid("print");
+            return Ok(());
+        }
         "duplicate-uid" => {
             records
                 .map(|r: DatagenRecord| r.value)
