@@ -13,8 +13,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
-cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml \
-    --target-dir "$target/wasm" -- -D warnings
+for guests in guest-examples tests/guests; do
+    cargo clippy --release --target wasm32-wasip2 --manifest-path "$guests/Cargo.toml" \
+        --target-dir "$target/wasm" -- -D warnings
+done
 
 echo "== host and SDK tests"
 cargo test --release --workspace
