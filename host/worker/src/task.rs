@@ -396,8 +396,8 @@ impl Task {
         }
         for r in batch.iter() {
             let r = r.map_err(TaskError::frame)?;
-            let key_index = match (self.keyed, r.key) {
-                (true, Some(key)) => {
+            let key_index = match r.key {
+                Some(key) => {
                     let backend = guest.backend().expect("keyed tasks have a backend");
                     let n = self.builder.key_count();
                     let kg = key_group_for(key, self.max_parallelism);
@@ -408,16 +408,15 @@ impl Task {
                     if i == n {
                         self.key_groups.push(kg);
                     }
-                    Some(i)
+                    i
                 }
-                (true, None) => {
+                None => {
                     return Err(TaskError::Protocol(
                         "a record arrived at a keyed operator without a key".into(),
                     ))
                 }
-                (false, _) => None,
             };
-            self.builder.record(r.edge, key_index, r.timestamp, r.value);
+            self.builder.record(r.edge, Some(key_index), r.timestamp, r.value);
         }
         self.builder.finish_into(&mut self.frame);
         let ctx = CallContext {
