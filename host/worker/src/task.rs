@@ -416,7 +416,8 @@ impl Task {
                     ))
                 }
             };
-            self.builder.record(r.edge, Some(key_index), r.timestamp, r.value);
+            self.builder
+                .record(r.edge, Some(key_index), r.timestamp, r.value);
         }
         self.builder.finish_into(&mut self.frame);
         let ctx = CallContext {
