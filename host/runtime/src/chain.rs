@@ -6,6 +6,7 @@ use wasmtime::component::ResourceAny;
 use wasmtime::{Store, Trap};
 use weir_state::KeyedStateBackend;
 
+use crate::bindings::exports::weir::stream::job::GuestChain as ChainExports;
 use crate::bindings::{self, wit};
 use crate::error::GuestError;
 use crate::host::TaskData;
@@ -122,32 +123,36 @@ impl GuestChain {
         &self.label
     }
 
-    fn result(
-        &mut self,
-        r: wasmtime::Result<Result<wit::BatchResult, wit::OperatorError>>,
-    ) -> Result<BatchResult, GuestError> {
+    /// Converts what the guest reported into our types.
+    fn batch(r: Result<wit::BatchResult, wit::OperatorError>) -> Result<BatchResult, GuestError> {
         match r {
-            Ok(Ok(b)) => Ok(BatchResult {
+            Ok(b) => Ok(BatchResult {
                 output: b.output,
                 state_writes: b.state_writes,
                 timer_ops: b.timer_ops,
                 max_timestamp: b.max_timestamp,
             }),
-            Ok(Err(e)) => Err(GuestError::Operator {
+            Err(e) => Err(GuestError::Operator {
                 operator: e.operator,
                 message: e.message,
             }),
-            Err(e) => Err(self.trap(e)),
         }
+    }
+
+    /// Calls into the guest with a fresh deadline; a trap becomes a [`GuestError::Trap`].
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&ChainExports<'_>, &mut Store<TaskData>, ResourceAny) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestError> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let exports = self.instance.weir_stream_job().chain();
+        let r = f(&exports, &mut self.store, self.chain);
+        r.map_err(|e| self.trap(e))
     }
 
     fn trap(&mut self, e: wasmtime::Error) -> GuestError {
         let (operator, message) = describe_trap(&mut self.store, &e, self.timeout, &self.label);
         GuestError::Trap { operator, message }
-    }
-
-    fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.deadline_ticks);
     }
 
     fn ctx(c: CallContext) -> wit::CallContext {
@@ -159,61 +164,33 @@ impl GuestChain {
 
     /// Processes a `process` frame.
     pub fn process(&mut self, frame: &[u8], ctx: CallContext) -> Result<BatchResult, GuestError> {
-        self.arm();
-        let r = self.instance.weir_stream_job().chain().call_process(
-            &mut self.store,
-            self.chain,
-            frame,
-            Self::ctx(ctx),
-        );
-        self.result(r)
+        let ctx = Self::ctx(ctx);
+        Self::batch(self.call(|c, store, chain| c.call_process(store, chain, frame, ctx))?)
     }
 
     /// Runs an `on-timers` frame.
     pub fn on_timers(&mut self, frame: &[u8], ctx: CallContext) -> Result<BatchResult, GuestError> {
-        self.arm();
-        let r = self.instance.weir_stream_job().chain().call_on_timers(
-            &mut self.store,
-            self.chain,
-            frame,
-            Self::ctx(ctx),
-        );
-        self.result(r)
+        let ctx = Self::ctx(ctx);
+        Self::batch(self.call(|c, store, chain| c.call_on_timers(store, chain, frame, ctx))?)
     }
 
     /// Tells the chain its input has ended.
     pub fn finish(&mut self, ctx: CallContext) -> Result<BatchResult, GuestError> {
-        self.arm();
-        let r = self.instance.weir_stream_job().chain().call_finish(
-            &mut self.store,
-            self.chain,
-            Self::ctx(ctx),
-        );
-        self.result(r)
+        let ctx = Self::ctx(ctx);
+        Self::batch(self.call(|c, store, chain| c.call_finish(store, chain, ctx))?)
     }
 
     /// Records each chained node has taken in (a source: produced), in chain order.
     pub fn metrics(&mut self) -> Result<Vec<u64>, GuestError> {
-        self.arm();
-        let r = self
-            .instance
-            .weir_stream_job()
-            .chain()
-            .call_metrics(&mut self.store, self.chain);
-        r.map_err(|e| self.trap(e))
+        self.call(|c, store, chain| c.call_metrics(store, chain))
     }
 
     /// Polls a chain headed by a guest source.
     pub fn poll(&mut self, max: u32, ctx: CallContext) -> Result<PollResult, GuestError> {
-        self.arm();
-        let r = self.instance.weir_stream_job().chain().call_poll(
-            &mut self.store,
-            self.chain,
-            max,
-            Self::ctx(ctx),
-        );
-        let finished = matches!(&r, Ok(Ok(p)) if p.finished);
-        let batch = self.result(r.map(|p| p.map(|p| p.batch)))?;
+        let ctx = Self::ctx(ctx);
+        let polled = self.call(|c, store, chain| c.call_poll(store, chain, max, ctx))?;
+        let finished = matches!(&polled, Ok(p) if p.finished);
+        let batch = Self::batch(polled.map(|p| p.batch))?;
         Ok(PollResult { batch, finished })
     }
 }
