@@ -283,7 +283,7 @@ fn a_cancelled_job_commits_no_output() {
         .unwrap();
     // Wait until the sink has started writing, then press Ctrl-C.
     let started = std::time::Instant::now();
-    while !out.join(".part-0.jsonl.inprogress").exists() {
+    while !out.join(".part-0-0.jsonl.inprogress").exists() {
         assert!(
             started.elapsed().as_secs() < 60,
             "the job never started writing"

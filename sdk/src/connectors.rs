@@ -85,7 +85,8 @@ pub struct Sink {
 
 impl Sink {
     /// Writes one JSON record per line into files under the directory `path`
-    /// (`part-<subtask>.jsonl`; files being written start with `.`).
+    /// (`part-<subtask>-<n>.jsonl`; files being written start with `.` and become visible
+    /// when the checkpoint that covers them completes, or when the job finishes).
     pub fn file(path: impl Into<String>) -> Self {
         Sink {
             name: "file",

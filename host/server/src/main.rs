@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use weir_runtime::{Runtime, RuntimeConfig};
-use weir_worker::{run_job, JobError, JobOptions};
+use weir_worker::{
+    run_job, CheckpointConfig, CheckpointMode, JobError, JobOptions, RestartStrategy,
+};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +44,8 @@ enum Command {
         /// Longest one call into guest code may run, in seconds.
         #[arg(long, default_value_t = 30.0)]
         call_timeout: f64,
+        #[command(flatten)]
+        durable: Box<DurableArgs>,
     },
     /// Prints a job's dataflow graph.
     Plan {
@@ -70,6 +74,112 @@ struct JobArgs {
     args: Vec<(String, String)>,
 }
 
+/// Checkpoints, recovery and savepoints of `weir run`.
+#[derive(clap::Args)]
+struct DurableArgs {
+    /// Where keyed state lives: `memory` (the default).
+    #[arg(long, default_value = "memory", value_parser = ["memory"])]
+    state_backend: String,
+    /// Checkpoint storage: a directory, `file:///path` or `s3://bucket/prefix` (S3 settings
+    /// from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ALLOW_HTTP). Checkpoints go to `<dir>/<job-id>/chk-<n>/`.
+    #[arg(long, value_name = "URL")]
+    checkpoint_dir: Option<String>,
+    /// Time between checkpoints, e.g. `200ms`, `10s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// `exactly-once` (aligned barriers) or `at-least-once`.
+    #[arg(long, default_value = "exactly-once", value_parser = ["exactly-once", "at-least-once"])]
+    checkpoint_mode: String,
+    /// A checkpoint not complete after this long is given up.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    checkpoint_timeout: Duration,
+    /// Least pause between the end of one checkpoint and the start of the next.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    min_pause: Duration,
+    /// Checkpoints that may fail in a row before the job fails.
+    #[arg(long, default_value_t = 0)]
+    tolerable_failed_checkpoints: u32,
+    /// Completed checkpoints to keep.
+    #[arg(long, default_value_t = 1)]
+    retained_checkpoints: usize,
+    /// The job's id under --checkpoint-dir (default: its name).
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Continue from the latest completed checkpoint under --checkpoint-dir (fresh if none).
+    #[arg(long, requires = "checkpoint_dir")]
+    resume: bool,
+    /// Start from a savepoint (or a retained checkpoint's `chk-<n>` directory).
+    #[arg(long, value_name = "URL", conflicts_with = "resume")]
+    from_savepoint: Option<String>,
+    /// Drop state of operators the job no longer has instead of failing.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Ctrl-C / SIGTERM stop the job with a savepoint written under this directory.
+    #[arg(long, value_name = "URL")]
+    savepoint_dir: Option<String>,
+    /// With --savepoint-dir: end the input first (final watermark: windows fire).
+    #[arg(long, requires = "savepoint_dir")]
+    drain: bool,
+    /// After a task failure: `none`, `fixed-delay` or `exponential-backoff` (the default
+    /// with checkpoints; `none` without).
+    #[arg(long, value_parser = ["none", "fixed-delay", "exponential-backoff"])]
+    restart: Option<String>,
+    /// Restarts allowed.
+    #[arg(long, default_value_t = 10)]
+    restart_attempts: u32,
+    /// Wait before a restart (fixed delay), or before the first (backoff).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    restart_delay: Duration,
+}
+
+impl DurableArgs {
+    fn apply(self, options: &mut JobOptions) -> anyhow::Result<()> {
+        let open = |url: &str| {
+            weir_checkpoint::Storage::open(url).with_context(|| format!("storage '{url}'"))
+        };
+        options.checkpoints = CheckpointConfig {
+            storage: self.checkpoint_dir.as_deref().map(open).transpose()?,
+            interval: self.checkpoint_interval,
+            timeout: self.checkpoint_timeout,
+            min_pause: self.min_pause,
+            retained: self.retained_checkpoints.max(1),
+            mode: match self.checkpoint_mode.as_str() {
+                "at-least-once" => CheckpointMode::AtLeastOnce,
+                _ => CheckpointMode::ExactlyOnce,
+            },
+            tolerable_failures: self.tolerable_failed_checkpoints,
+        };
+        if options.checkpoints.interval.is_some() && options.checkpoints.storage.is_none() {
+            bail!("--checkpoint-interval needs --checkpoint-dir");
+        }
+        if options.checkpoints.interval.is_some_and(|i| i.is_zero()) {
+            bail!("--checkpoint-interval must be longer than 0");
+        }
+        options.job_id = self.job_id;
+        options.resume = self.resume;
+        options.from_savepoint = self.from_savepoint.as_deref().map(open).transpose()?;
+        options.allow_non_restored_state = self.allow_non_restored_state;
+        options.savepoint_dir = self.savepoint_dir.as_deref().map(open).transpose()?;
+        options.drain = self.drain;
+        let (attempts, delay) = (self.restart_attempts, self.restart_delay);
+        options.restart = self.restart.map(|r| match r.as_str() {
+            "none" => RestartStrategy::None,
+            "fixed-delay" => RestartStrategy::FixedDelay { attempts, delay },
+            _ => RestartStrategy::ExponentialBackoff {
+                attempts,
+                initial: delay,
+                max: Duration::from_secs(60).max(delay),
+            },
+        });
+        Ok(())
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (e.g. 200ms, 10s, 1m)"))
+}
+
 fn parse_arg(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -93,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job,
             max_memory_mib,
             call_timeout,
+            durable,
         } => {
             if !(call_timeout > 0.0 && call_timeout.is_finite()) {
                 bail!("--call-timeout must be a positive number of seconds");
@@ -105,12 +216,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let component = load(&runtime, &component)?;
             let mut options = JobOptions::new(job.parallelism);
             options.args = job.args;
+            durable.apply(&mut options)?;
             let cancel = options.cancel.clone();
-            ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed))
-                .context("cannot install the Ctrl-C handler")?;
+            let stop = options
+                .savepoint_dir
+                .is_some()
+                .then(|| options.stop.clone());
+            // Ctrl-C or SIGTERM: stop with a savepoint when a savepoint directory is set
+            // (a second one cancels), otherwise cancel.
+            ctrlc::set_handler(move || match &stop {
+                Some(stop) if !stop.swap(true, Ordering::Relaxed) => {
+                    eprintln!("stopping with a savepoint (again to cancel)")
+                }
+                _ => cancel.store(true, Ordering::Relaxed),
+            })
+            .context("cannot install the Ctrl-C handler")?;
             match run_job(&component, &options) {
                 Ok(summary) => {
                     eprint!("{summary}");
+                    if let Some(s) = &summary.savepoint {
+                        println!("savepoint: {s}");
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(JobError::Cancelled) => {

@@ -23,8 +23,10 @@
 #![deny(missing_docs)]
 
 mod memory;
+pub mod snapshot;
 
 pub use memory::MemoryStateBackend;
+pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
 use weir_core::{KeyGroupRange, StateDescriptor};
 
 /// Index of a state in its operator's declared descriptors.
@@ -149,4 +151,8 @@ pub trait KeyedStateBackend: Send {
     fn pop_due_timers(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>);
     /// The earliest timer of `domain`, if any.
     fn next_timer(&self, domain: TimeDomain) -> Option<i64>;
+
+    /// Writes every entry and timer into `w`, one section per non-empty key group in
+    /// ascending order (see [`snapshot`]).
+    fn export(&self, w: &mut SnapshotWriter);
 }

@@ -8,7 +8,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use smallvec::SmallVec;
 use weir_core::{KeyGroupRange, StateDescriptor};
 
-use crate::{KeyedStateBackend, StateIndex, TimeDomain, Timer, ValueHint};
+use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer, ValueHint};
 
 /// Keys and values up to 16 bytes live inline in the hash table: no pointer to chase on
 /// lookup, no allocation on insert.
@@ -272,6 +272,51 @@ impl KeyedStateBackend for MemoryStateBackend {
 
     fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
         self.timers[domain as usize].first().map(|t| t.timestamp)
+    }
+
+    fn export(&self, w: &mut SnapshotWriter) {
+        // Timers are ordered by time: bucket them by key group once.
+        let mut timers: Vec<Vec<(TimeDomain, &Timer)>> = vec![Vec::new(); self.range.len()];
+        for (domain, set) in [TimeDomain::EventTime, TimeDomain::ProcessingTime]
+            .into_iter()
+            .zip(&self.timers)
+        {
+            for t in set {
+                timers[(t.key_group - self.range.start) as usize].push((domain, t));
+            }
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            let empty = timers[i].is_empty()
+                && g.values.iter().all(|t| t.is_empty())
+                && g.lists.iter().all(|m| m.is_empty())
+                && g.maps.iter().all(|m| m.is_empty());
+            if empty {
+                continue;
+            }
+            w.begin_group(self.range.start + i as u32);
+            for (s, table) in g.values.iter().enumerate() {
+                for (k, v) in table {
+                    w.value(s as u32, k, v);
+                }
+            }
+            for (s, lists) in g.lists.iter().enumerate() {
+                for (k, items) in lists {
+                    w.list(s as u32, k, items);
+                }
+            }
+            for (s, maps) in g.maps.iter().enumerate() {
+                for (k, m) in maps {
+                    w.map(
+                        s as u32,
+                        k,
+                        m.iter().map(|(uk, v)| (uk.as_slice(), v.as_slice())),
+                    );
+                }
+            }
+            for (domain, t) in &timers[i] {
+                w.timer(*domain, t.timestamp, &t.key);
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Exchanges between tasks: bounded channels (backpressure), output routing by partitioning,
 //! and the input side that merges channels and their watermarks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
@@ -20,6 +21,8 @@ pub enum Message {
     Watermark(Watermark),
     /// The sender became idle (true) or active again (false).
     Idle(bool),
+    /// A checkpoint barrier: everything before it belongs to the checkpoint.
+    Barrier(Arc<crate::checkpoint::BarrierInfo>),
     /// The sender has finished; nothing follows.
     End,
 }
@@ -208,7 +211,12 @@ pub struct InputGate {
     ended: Vec<bool>,
     current: Watermark,
     /// An event to report on the next call (all inputs went idle after a watermark).
-    pending: Option<Input>,
+    pending: std::collections::VecDeque<Input>,
+    /// Exactly-once: a channel that delivered the current barrier is blocked until every
+    /// channel has (alignment). At-least-once: barriers are only counted.
+    aligned: bool,
+    /// The barrier being collected, and which channels delivered it.
+    barrier: Option<(Arc<crate::checkpoint::BarrierInfo>, Vec<bool>)>,
 }
 
 /// What the gate yields.
@@ -219,6 +227,8 @@ pub enum Input {
     Watermark(Watermark),
     /// Every channel is idle.
     Idle,
+    /// Every channel delivered this barrier (or ended).
+    Barrier(Arc<crate::checkpoint::BarrierInfo>),
     /// Every channel has ended.
     End,
     /// Nothing arrived within the timeout.
@@ -239,8 +249,50 @@ impl InputGate {
             idle,
             ended: vec![false; n],
             current: Watermark::MIN,
-            pending: None,
+            pending: std::collections::VecDeque::new(),
+            aligned: true,
+            barrier: None,
         }
+    }
+
+    /// Sets how barriers are handled: aligned (exactly-once) or not (at-least-once).
+    pub fn set_aligned(&mut self, aligned: bool) {
+        self.aligned = aligned;
+    }
+
+    /// Starts from a restored watermark.
+    pub fn set_watermark(&mut self, w: Watermark) {
+        self.current = w;
+    }
+
+    /// Records that channel `i` delivered `b` (or ended, with `b` None); returns the
+    /// barrier once every live channel has delivered it.
+    fn barrier_arrived(
+        &mut self,
+        i: usize,
+        b: Option<Arc<crate::checkpoint::BarrierInfo>>,
+    ) -> Option<Input> {
+        if let Some(b) = b {
+            match &self.barrier {
+                Some((cur, _)) if cur.id > b.id => return None, // stale
+                Some((cur, _)) if cur.id == b.id => {}
+                _ => self.barrier = Some((b, vec![false; self.receivers.len()])),
+            }
+            if let Some((_, arrived)) = self.barrier.as_mut() {
+                arrived[i] = true;
+            }
+        }
+        let (_, arrived) = self.barrier.as_ref()?;
+        let complete = (0..self.receivers.len()).all(|c| arrived[c] || self.ended[c]);
+        if complete {
+            let (b, _) = self.barrier.take().expect("checked");
+            return Some(Input::Barrier(b));
+        }
+        None
+    }
+
+    fn blocked(&self, i: usize) -> bool {
+        self.aligned && self.barrier.as_ref().is_some_and(|(_, arrived)| arrived[i])
     }
 
     /// The combined watermark.
@@ -276,7 +328,7 @@ impl InputGate {
                     .unwrap_or(self.current);
                 if max > self.current {
                     self.current = max;
-                    self.pending = Some(Input::Idle);
+                    self.pending.push_back(Input::Idle);
                     return Some(Input::Watermark(max));
                 }
                 return Some(Input::Idle);
@@ -292,7 +344,7 @@ impl InputGate {
 
     /// The next input, waiting at most `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Result<Input, TaskError> {
-        if let Some(event) = self.pending.take() {
+        if let Some(event) = self.pending.pop_front() {
             return Ok(event);
         }
         loop {
@@ -300,7 +352,7 @@ impl InputGate {
                 return Ok(Input::End);
             }
             let live: Vec<usize> = (0..self.receivers.len())
-                .filter(|&i| !self.ended[i])
+                .filter(|&i| !self.ended[i] && !self.blocked(i))
                 .collect();
             let (i, msg) = if live.len() == 1 {
                 let i = live[0];
@@ -336,7 +388,22 @@ impl InputGate {
                     self.idle[i] = false;
                 }
                 Message::Idle(idle) => self.idle[i] = idle,
-                Message::End => self.ended[i] = true,
+                Message::Barrier(b) => {
+                    if let Some(event) = self.barrier_arrived(i, Some(b)) {
+                        return Ok(event);
+                    }
+                }
+                Message::End => {
+                    self.ended[i] = true;
+                    if let Some(event) = self.barrier_arrived(i, None) {
+                        // The end of this channel completed an alignment: report the
+                        // watermark change (if any) on the next call.
+                        if let Some(w) = self.combine() {
+                            self.pending.push_front(w);
+                        }
+                        return Ok(event);
+                    }
+                }
             }
             if let Some(event) = self.combine() {
                 return Ok(event);

@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod connectors;
 pub mod exchange;
 pub mod plan;
@@ -30,12 +31,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use checkpoint::{CheckpointConfig, CheckpointMode, RestartStrategy, Restore};
+use checkpoint::{Control, Coordinator, Outcome, Report, TaskLink};
 use connectors::ConnectorError;
 use exchange::{Downstream, InputGate, Outputs};
 use plan::{ExecutionPlan, Route};
-use task::{JobCounters, Task, TaskInput};
+use task::{JobCounters, Task, TaskInput, TaskLinks};
+use weir_checkpoint::Storage;
 use weir_core::frame::FrameError;
-use weir_core::{KeyGroupRange, NodeKind, Partitioning};
+use weir_core::{JobGraph, KeyGroupRange, NodeKind, Partitioning};
 use weir_runtime::{ChainSpec, GuestError, JobComponent};
 use weir_state::MemoryStateBackend;
 
@@ -85,6 +89,22 @@ pub enum JobError {
     /// The job was cancelled.
     #[error("the job was cancelled")]
     Cancelled,
+    /// A checkpoint or savepoint cannot be restored.
+    #[error("cannot restore: {0}")]
+    Restore(String),
+    /// Checkpointing failed more often than tolerated.
+    #[error("checkpointing failed: {0}")]
+    Checkpoint(String),
+}
+
+impl JobError {
+    /// Whether restarting the job from its latest checkpoint may help.
+    fn restartable(&self) -> bool {
+        matches!(
+            self,
+            JobError::Task { error, .. } if !matches!(error, TaskError::Cancelled)
+        ) || matches!(self, JobError::Checkpoint(_))
+    }
 }
 
 /// How to run a job.
@@ -98,6 +118,25 @@ pub struct JobOptions {
     pub channel_capacity: usize,
     /// Set to stop the job.
     pub cancel: Arc<AtomicBool>,
+    /// Set to stop the job with a savepoint into `savepoint_dir` (without one: cancel).
+    pub stop: Arc<AtomicBool>,
+    /// Checkpointing.
+    pub checkpoints: CheckpointConfig,
+    /// The job's id under the checkpoint root (default: its name).
+    pub job_id: Option<String>,
+    /// What to do when a task fails (default: exponential backoff when checkpointing,
+    /// otherwise none).
+    pub restart: Option<RestartStrategy>,
+    /// Start from the latest completed checkpoint under the checkpoint root, if any.
+    pub resume: bool,
+    /// Start from this savepoint (or retained checkpoint) directory.
+    pub from_savepoint: Option<Storage>,
+    /// Drop state of operators the job no longer has instead of failing.
+    pub allow_non_restored_state: bool,
+    /// Where stop-with-savepoint writes.
+    pub savepoint_dir: Option<Storage>,
+    /// Stop-with-savepoint ends the input first (final watermark, windows fire).
+    pub drain: bool,
 }
 
 impl JobOptions {
@@ -108,6 +147,15 @@ impl JobOptions {
             args: Vec::new(),
             channel_capacity: 4,
             cancel: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(AtomicBool::new(false)),
+            checkpoints: CheckpointConfig::default(),
+            job_id: None,
+            restart: None,
+            resume: false,
+            from_savepoint: None,
+            allow_non_restored_state: false,
+            savepoint_dir: None,
+            drain: false,
         }
     }
 
@@ -142,16 +190,31 @@ pub struct JobSummary {
     pub operators: Vec<OperatorSummary>,
     /// Wall time from start to end.
     pub duration: Duration,
+    /// Restarts after task failures.
+    pub restarts: u32,
+    /// The savepoint the job stopped with.
+    pub savepoint: Option<String>,
 }
 
 impl fmt::Display for JobSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.savepoint.is_some() {
+            "stopped"
+        } else {
+            "finished"
+        };
         writeln!(
             f,
-            "job '{}' finished in {:.3} s",
+            "job '{}' {how} in {:.3} s",
             self.name,
             self.duration.as_secs_f64()
         )?;
+        if self.restarts > 0 {
+            writeln!(f, "  restarts: {}", self.restarts)?;
+        }
+        if let Some(s) = &self.savepoint {
+            writeln!(f, "  savepoint: {s}")?;
+        }
         let width = self
             .operators
             .iter()
@@ -175,7 +238,9 @@ impl fmt::Display for JobSummary {
     }
 }
 
-/// Runs a job to completion (bounded sources) or until `options.cancel` is set.
+/// Runs a job to completion (bounded sources), until `options.cancel` is set, or until a
+/// stop-with-savepoint completes; restarts it from its latest checkpoint after a task
+/// failure, as `options.restart` allows.
 pub fn run_job(
     component: &Arc<JobComponent>,
     options: &JobOptions,
@@ -186,7 +251,9 @@ pub fn run_job(
             "parallelism must be at least 1".into(),
         ));
     }
-    let graph = component.plan(&options.args, options.parallelism)?;
+    let mut args = options.args.clone();
+    args.push(("weir.attempt".into(), "0".into()));
+    let graph = component.plan(&args, options.parallelism)?;
     let plan = ExecutionPlan::new(&graph);
     for v in &plan.vertices {
         if v.guest.is_empty() && v.source.is_some() && v.sink.is_some() {
@@ -197,207 +264,473 @@ pub fn run_job(
             )));
         }
     }
-    let max_p = graph.max_parallelism;
-    tracing::info!(job = %graph.name, vertices = plan.vertices.len(), "starting job");
-
-    // Source readers first: which subtasks will never produce a record is known now.
-    let mut readers: Vec<Vec<Option<Box<dyn connectors::SourceReader>>>> = Vec::new();
-    for v in &plan.vertices {
-        let mut per_subtask = Vec::new();
-        for i in 0..v.parallelism {
-            per_subtask.push(match v.source {
-                Some(s) => {
-                    let NodeKind::Source(c) = &graph.nodes[s].kind else {
-                        unreachable!("vertex sources are source nodes")
-                    };
-                    Some(connectors::open_source(c, i, v.parallelism)?)
-                }
-                None => None,
-            });
-        }
-        readers.push(per_subtask);
+    let guest_source = graph.nodes.iter().any(|n| n.kind == NodeKind::GuestSource);
+    if guest_source && options.checkpoints.interval.is_some() {
+        return Err(JobError::Unsupported(
+            "checkpointing a job whose source is written in the guest is not supported yet \
+             (use a host source connector, or run without --checkpoint-interval)"
+                .into(),
+        ));
     }
-
-    // Channels: every subtask of a vertex to every subtask of each downstream vertex.
-    let mut senders: Vec<Vec<Vec<Downstream>>> = plan
-        .vertices
-        .iter()
-        .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
-        .collect();
-    type Inputs = Vec<(crossbeam_channel::Receiver<exchange::Message>, bool)>;
-    let mut receivers: Vec<Vec<Inputs>> = plan
-        .vertices
-        .iter()
-        .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
-        .collect();
-    for (vi, v) in plan.vertices.iter().enumerate() {
-        let nodes = v.nodes();
-        let targets: BTreeSet<usize> = graph
-            .edges
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| nodes.contains(&e.source))
-            .filter_map(|(i, _)| match plan.routes[i] {
-                Route::Exchange { vertex, .. } => Some(vertex),
-                _ => None,
-            })
-            .collect();
-        for d in targets {
-            let dp = plan.vertices[d].parallelism;
-            for i in 0..v.parallelism {
-                let silent = readers[vi][i as usize]
-                    .as_ref()
-                    .is_some_and(|r| r.is_empty());
-                let mut txs = Vec::with_capacity(dp as usize);
-                for j in 0..dp {
-                    let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity);
-                    txs.push(tx);
-                    receivers[d][j as usize].push((rx, silent));
-                }
-                senders[vi][i as usize].push(Downstream::new(d, txs));
+    let job_id = options
+        .job_id
+        .clone()
+        .unwrap_or_else(|| job_id_from_name(&graph.name));
+    let job_dir = options
+        .checkpoints
+        .storage
+        .as_ref()
+        .map(|s| s.child(&job_id));
+    let restore_err = |e: weir_checkpoint::CheckpointError| JobError::Restore(e.to_string());
+    let mut restore = match (&options.from_savepoint, options.resume, &job_dir) {
+        (Some(dir), _, _) => Some(Restore::load(dir.clone()).map_err(restore_err)?),
+        (None, true, Some(job_dir)) => {
+            match weir_checkpoint::latest_checkpoint(job_dir).map_err(restore_err)? {
+                Some((_, dir)) => Some(Restore::load(dir).map_err(restore_err)?),
+                None => None,
             }
         }
+        (None, true, None) => {
+            return Err(JobError::Restore(
+                "--resume needs a checkpoint directory".into(),
+            ))
+        }
+        _ => None,
+    };
+    if let Some(r) = &restore {
+        r.check(&graph, options.allow_non_restored_state)?;
+        tracing::info!(from = r.dir.url(), id = r.metadata.id, "restoring");
     }
+    let mut next_id = match &job_dir {
+        Some(d) => checkpoint::next_checkpoint_id(d)?,
+        None => 1,
+    };
+    if let Some(r) = &restore {
+        next_id = next_id.max(r.metadata.id + 1);
+    }
+    let strategy = options.restart.unwrap_or(if job_dir.is_some() {
+        RestartStrategy::ExponentialBackoff {
+            attempts: 10,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    } else {
+        RestartStrategy::None
+    });
+    let mut restarts = 0;
+    loop {
+        let mut latest = None;
+        let attempt = Attempt {
+            graph: &graph,
+            plan: &plan,
+            job_id: &job_id,
+            job_dir: job_dir.clone(),
+            restore: restore.as_ref(),
+            number: restarts,
+            guest_source,
+        };
+        match attempt.run(component, options, &mut next_id, &mut latest) {
+            Ok((counters, savepoint)) => {
+                return Ok(summary(
+                    &graph, &plan, &counters, started, restarts, savepoint,
+                ))
+            }
+            Err(e) if e.restartable() => {
+                restarts += 1;
+                let Some(delay) = strategy.delay(restarts) else {
+                    return Err(e);
+                };
+                tracing::warn!(error = %e, restart = restarts, ?delay, "restarting the job");
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if options.cancel.load(Ordering::Relaxed) {
+                        return Err(JobError::Cancelled);
+                    }
+                    std::thread::sleep(Duration::from_millis(10).min(delay));
+                }
+                if latest.is_some() {
+                    restore = latest;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
-    let counters = Arc::new(JobCounters::new(graph.nodes.len(), graph.edges.len()));
-    let mut tasks = Vec::new();
-    for (vi, v) in plan.vertices.iter().enumerate() {
-        let nodes = v.nodes();
-        let own_edges: Vec<bool> = graph
-            .edges
-            .iter()
-            .enumerate()
-            .map(|(i, e)| nodes.contains(&e.source) && plan.routes[i] != Route::Chained)
-            .collect();
-        let source_strategy = v.source.and_then(|s| graph.nodes[s].watermarks);
-        let strategy =
-            source_strategy.or_else(|| v.guest.iter().find_map(|&g| graph.nodes[g].watermarks));
-        for i in 0..v.parallelism {
-            let label = format!("{}#{i}", v.name(&graph));
-            let input = match (v.source, readers[vi][i as usize].take()) {
-                (Some(s), Some(reader)) => {
-                    let edges = graph
-                        .edges
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| e.source == s)
-                        .map(|(k, _)| k as u32)
-                        .collect();
-                    TaskInput::Source { reader, edges }
-                }
-                _ if graph.nodes[v.head()].kind == NodeKind::GuestSource => TaskInput::GuestSource,
-                _ => {
-                    let (rx, silent) = std::mem::take(&mut receivers[vi][i as usize])
-                        .into_iter()
-                        .unzip();
-                    TaskInput::Gate(InputGate::new(rx, silent))
-                }
-            };
-            let guest = if v.guest.is_empty() {
-                None
+/// A job id from a job name: letters, digits, `-` and `_`.
+fn job_id_from_name(name: &str) -> String {
+    let id: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
             } else {
-                let head = v.guest[0];
-                let keyed = graph
-                    .inputs(head)
-                    .any(|e| e.partitioning == Partitioning::Hash);
-                let backend = keyed.then(|| {
-                    Box::new(MemoryStateBackend::new(
-                        graph.nodes[head].states.clone(),
-                        KeyGroupRange::for_subtask(max_p, v.parallelism, i),
-                    )) as Box<dyn weir_state::KeyedStateBackend>
-                });
-                let nodes: Vec<u32> = v.guest.iter().map(|&n| n as u32).collect();
-                Some(component.open_chain(ChainSpec {
-                    nodes: &nodes,
-                    subtask: i,
-                    parallelism: v.parallelism,
-                    args: &options.args,
-                    backend,
-                    max_parallelism: max_p,
-                    label: label.clone(),
-                })?)
-            };
-            let sink = match v.sink {
-                Some(s) => {
-                    let NodeKind::Sink(c) = &graph.nodes[s].kind else {
-                        unreachable!("vertex sinks are sink nodes")
-                    };
-                    Some(connectors::open_sink(c, i, v.parallelism)?)
-                }
-                None => None,
-            };
-            let outputs = Outputs::new(
-                plan.routes.clone(),
-                own_edges.clone(),
-                std::mem::take(&mut senders[vi][i as usize]),
-                sink,
-                i,
-                max_p,
-            );
-            tasks.push(Task::new(
-                label,
-                input,
-                guest,
-                outputs,
-                strategy,
-                source_strategy.is_some(),
-                max_p,
-                counters.clone(),
-                v.clone(),
-                options.cancel.clone(),
-            ));
-        }
+                '-'
+            }
+        })
+        .collect();
+    if id.is_empty() {
+        "job".into()
+    } else {
+        id
     }
-    drop(receivers);
-    drop(senders);
+}
 
-    let mut handles = Vec::new();
-    for t in tasks {
-        let label = t.label.clone();
-        let cancel = options.cancel.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("weir-task-{label}"))
-            .spawn(move || {
-                let r = t.run();
-                if r.is_err() {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-                r
-            })
-            .map_err(|e| JobError::Unsupported(format!("cannot start a task thread: {e}")))?;
-        handles.push((label, handle));
-    }
-    let mut failure: Option<JobError> = None;
-    let mut cancelled = false;
-    for (label, h) in handles {
-        let outcome = h.join().unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            options.cancel.store(true, Ordering::Relaxed);
-            Err(TaskError::Protocol(format!(
-                "internal error in the host: {msg}"
-            )))
-        });
-        match outcome {
-            Ok(()) => {}
-            Err(TaskError::Cancelled) => cancelled = true,
-            Err(error) => {
-                tracing::info!(task = %label, %error, "task failed");
-                if failure.is_none() {
-                    failure = Some(JobError::Task { task: label, error });
+/// One run of the job's tasks, from a restore point or from scratch.
+struct Attempt<'a> {
+    graph: &'a JobGraph,
+    plan: &'a ExecutionPlan,
+    job_id: &'a str,
+    job_dir: Option<Storage>,
+    restore: Option<&'a Restore>,
+    number: u32,
+    guest_source: bool,
+}
+
+impl Attempt<'_> {
+    fn run(
+        &self,
+        component: &Arc<JobComponent>,
+        options: &JobOptions,
+        next_id: &mut u64,
+        latest: &mut Option<Restore>,
+    ) -> Result<(Arc<JobCounters>, Option<String>), JobError> {
+        let (graph, plan) = (self.graph, self.plan);
+        let max_p = graph.max_parallelism;
+        let mut args = options.args.clone();
+        args.push(("weir.attempt".into(), self.number.to_string()));
+        let args = &args;
+        // Transactions of the restored snapshot are committed (again: idempotent); whatever
+        // else sinks had in progress is rolled back.
+        if let Some(r) = self.restore {
+            r.commit_sinks(graph)?;
+        }
+        for c in checkpoint::sink_connectors(graph) {
+            connectors::abort_uncommitted(c)?;
+        }
+        let restored = |uid: &str,
+                        p: u32,
+                        i: u32|
+         -> Result<Option<weir_checkpoint::SubtaskState>, JobError> {
+            match self.restore {
+                Some(r) => r.subtask(uid, p, i),
+                None => Ok(None),
+            }
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(Control::default());
+        let (report_tx, report_rx) = crossbeam_channel::unbounded::<Report>();
+        let mut links = Vec::new();
+
+        // Source readers first: which subtasks will never produce a record is known now.
+        let mut readers: Vec<Vec<Option<Box<dyn connectors::SourceReader>>>> = Vec::new();
+        for v in &plan.vertices {
+            let mut per_subtask = Vec::new();
+            for i in 0..v.parallelism {
+                per_subtask.push(match v.source {
+                    Some(s) => {
+                        let NodeKind::Source(c) = &graph.nodes[s].kind else {
+                            unreachable!("vertex sources are source nodes")
+                        };
+                        let mut reader = connectors::open_source(c, i, v.parallelism)?;
+                        let uid = &graph.nodes[s].uid;
+                        if let Some((positions, old_p)) =
+                            self.restore.and_then(|r| r.source_positions(uid))
+                        {
+                            reader
+                                .restore(&positions, old_p)
+                                .map_err(|e| JobError::Restore(format!("source '{uid}': {e}")))?;
+                        }
+                        Some(reader)
+                    }
+                    None => None,
+                });
+            }
+            readers.push(per_subtask);
+        }
+
+        // Channels: every subtask of a vertex to every subtask of each downstream vertex.
+        let mut senders: Vec<Vec<Vec<Downstream>>> = plan
+            .vertices
+            .iter()
+            .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
+            .collect();
+        type Inputs = Vec<(crossbeam_channel::Receiver<exchange::Message>, bool)>;
+        let mut receivers: Vec<Vec<Inputs>> = plan
+            .vertices
+            .iter()
+            .map(|v| (0..v.parallelism).map(|_| Vec::new()).collect())
+            .collect();
+        for (vi, v) in plan.vertices.iter().enumerate() {
+            let nodes = v.nodes();
+            let targets: BTreeSet<usize> = graph
+                .edges
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| nodes.contains(&e.source))
+                .filter_map(|(i, _)| match plan.routes[i] {
+                    Route::Exchange { vertex, .. } => Some(vertex),
+                    _ => None,
+                })
+                .collect();
+            for d in targets {
+                let dp = plan.vertices[d].parallelism;
+                for i in 0..v.parallelism {
+                    let silent = readers[vi][i as usize]
+                        .as_ref()
+                        .is_some_and(|r| r.is_empty());
+                    let mut txs = Vec::with_capacity(dp as usize);
+                    for j in 0..dp {
+                        let (tx, rx) = crossbeam_channel::bounded(options.channel_capacity);
+                        txs.push(tx);
+                        receivers[d][j as usize].push((rx, silent));
+                    }
+                    senders[vi][i as usize].push(Downstream::new(d, txs));
                 }
             }
         }
+
+        let counters = Arc::new(JobCounters::new(graph.nodes.len(), graph.edges.len()));
+        let mut tasks = Vec::new();
+        for (vi, v) in plan.vertices.iter().enumerate() {
+            let nodes = v.nodes();
+            let own_edges: Vec<bool> = graph
+                .edges
+                .iter()
+                .enumerate()
+                .map(|(i, e)| nodes.contains(&e.source) && plan.routes[i] != Route::Chained)
+                .collect();
+            let source_strategy = v.source.and_then(|s| graph.nodes[s].watermarks);
+            let strategy =
+                source_strategy.or_else(|| v.guest.iter().find_map(|&g| graph.nodes[g].watermarks));
+            for i in 0..v.parallelism {
+                let label = format!("{}#{i}", v.name(graph));
+                let mut input = match (v.source, readers[vi][i as usize].take()) {
+                    (Some(s), Some(reader)) => {
+                        let edges = graph
+                            .edges
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| e.source == s)
+                            .map(|(k, _)| k as u32)
+                            .collect();
+                        TaskInput::Source { reader, edges }
+                    }
+                    _ if graph.nodes[v.head()].kind == NodeKind::GuestSource => {
+                        TaskInput::GuestSource
+                    }
+                    _ => {
+                        let (rx, silent) = std::mem::take(&mut receivers[vi][i as usize])
+                            .into_iter()
+                            .unzip();
+                        let mut gate = InputGate::new(rx, silent);
+                        gate.set_aligned(options.checkpoints.mode == CheckpointMode::ExactlyOnce);
+                        TaskInput::Gate(gate)
+                    }
+                };
+                let head_uid = graph.nodes[v.head()].uid.clone();
+                let restored_task = restored(&head_uid, v.parallelism, i)?;
+                if let (Some(w), TaskInput::Gate(gate)) =
+                    (restored_task.as_ref().and_then(|r| r.watermark), &mut input)
+                {
+                    gate.set_watermark(weir_core::Watermark(w));
+                }
+                let guest = if v.guest.is_empty() {
+                    None
+                } else {
+                    let head = v.guest[0];
+                    let keyed = graph
+                        .inputs(head)
+                        .any(|e| e.partitioning == Partitioning::Hash);
+                    let backend = match keyed {
+                        true => {
+                            let mut b: Box<dyn weir_state::KeyedStateBackend> =
+                                Box::new(MemoryStateBackend::new(
+                                    graph.nodes[head].states.clone(),
+                                    KeyGroupRange::for_subtask(max_p, v.parallelism, i),
+                                ));
+                            let finished = restored_task.as_ref().is_some_and(|r| r.finished);
+                            if let (Some(r), false) = (self.restore, finished) {
+                                r.keyed_state(&graph.nodes[head].uid, b.as_mut())?;
+                            }
+                            Some(b)
+                        }
+                        false => None,
+                    };
+                    let nodes: Vec<u32> = v.guest.iter().map(|&n| n as u32).collect();
+                    Some(component.open_chain(ChainSpec {
+                        nodes: &nodes,
+                        subtask: i,
+                        parallelism: v.parallelism,
+                        args,
+                        backend,
+                        max_parallelism: max_p,
+                        label: label.clone(),
+                    })?)
+                };
+                let sink = match v.sink {
+                    Some(s) => {
+                        let NodeKind::Sink(c) = &graph.nodes[s].kind else {
+                            unreachable!("vertex sinks are sink nodes")
+                        };
+                        Some(connectors::open_sink(c, i, v.parallelism)?)
+                    }
+                    None => None,
+                };
+                let outputs = Outputs::new(
+                    plan.routes.clone(),
+                    own_edges.clone(),
+                    std::mem::take(&mut senders[vi][i as usize]),
+                    sink,
+                    i,
+                    max_p,
+                );
+                let is_source = matches!(input, TaskInput::Source { .. });
+                let (trigger_tx, trigger_rx) = if is_source {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    (Some(tx), rx)
+                } else {
+                    (None, crossbeam_channel::never())
+                };
+                let (notice_tx, notice_rx) = crossbeam_channel::unbounded();
+                links.push(TaskLink {
+                    triggers: trigger_tx,
+                    notices: notice_tx,
+                });
+                let keyed_uid = v
+                    .guest
+                    .first()
+                    .filter(|&&g| {
+                        graph
+                            .inputs(g)
+                            .any(|e| e.partitioning == Partitioning::Hash)
+                    })
+                    .map(|&g| graph.nodes[g].uid.clone());
+                tasks.push(Task::new(
+                    label,
+                    input,
+                    guest,
+                    outputs,
+                    strategy,
+                    source_strategy.is_some(),
+                    max_p,
+                    counters.clone(),
+                    v.clone(),
+                    cancel.clone(),
+                    TaskLinks {
+                        index: links.len() - 1,
+                        subtask: i,
+                        reports: report_tx.clone(),
+                        triggers: trigger_rx,
+                        notices: notice_rx,
+                        control: control.clone(),
+                        head_uid,
+                        keyed_uid,
+                        source_uid: v.source.map(|n| graph.nodes[n].uid.clone()),
+                        sink_uid: v.sink.map(|n| graph.nodes[n].uid.clone()),
+                        restored: restored_task,
+                    },
+                ));
+            }
+        }
+        drop(receivers);
+        drop(senders);
+
+        drop(report_tx);
+
+        let mut handles = Vec::new();
+        for t in tasks {
+            let label = t.label.clone();
+            let cancel = cancel.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("weir-task-{label}"))
+                .spawn(move || {
+                    let r = t.run();
+                    if r.is_err() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+                .map_err(|e| JobError::Unsupported(format!("cannot start a task thread: {e}")))?;
+            handles.push((label, handle));
+        }
+
+        let savepoint_dir = match (&options.savepoint_dir, self.guest_source) {
+            (Some(_), true) => {
+                tracing::warn!("jobs with sources in the guest stop without a savepoint");
+                None
+            }
+            (dir, _) => dir.clone(),
+        };
+        let mut coordinator = Coordinator {
+            graph,
+            plan,
+            config: &options.checkpoints,
+            job_name: graph.name.clone(),
+            job_id: self.job_id.to_string(),
+            job_dir: self.job_dir.clone(),
+            tasks: links,
+            reports: report_rx,
+            cancel: cancel.clone(),
+            user_cancel: options.cancel.clone(),
+            stop: options.stop.clone(),
+            drain: options.drain,
+            savepoint_dir,
+            control,
+            next_id: *next_id,
+            latest,
+            backend: "memory",
+        };
+        let outcome = coordinator.run();
+        *next_id = coordinator.next_id;
+        if outcome.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+
+        let mut failure: Option<JobError> = None;
+        let mut cancelled = false;
+        for (label, h) in handles {
+            let outcome = h.join().unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                cancel.store(true, Ordering::Relaxed);
+                Err(TaskError::Protocol(format!(
+                    "internal error in the host: {msg}"
+                )))
+            });
+            match outcome {
+                Ok(()) => {}
+                Err(TaskError::Cancelled) => cancelled = true,
+                Err(error) => {
+                    tracing::info!(task = %label, %error, "task failed");
+                    if failure.is_none() {
+                        failure = Some(JobError::Task { task: label, error });
+                    }
+                }
+            }
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        match outcome? {
+            Outcome::Finished if !cancelled => Ok((counters, None)),
+            Outcome::Stopped(savepoint) => Ok((counters, Some(savepoint))),
+            _ => Err(JobError::Cancelled),
+        }
     }
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    if cancelled {
-        return Err(JobError::Cancelled);
-    }
+}
+
+fn summary(
+    graph: &JobGraph,
+    plan: &ExecutionPlan,
+    counters: &JobCounters,
+    started: Instant,
+    restarts: u32,
+    savepoint: Option<String>,
+) -> JobSummary {
     let node_in = |n: usize| counters.node_in[n].load(Ordering::Relaxed);
     let operators = graph
         .topological_order()
@@ -423,9 +756,11 @@ pub fn run_job(
             }
         })
         .collect();
-    Ok(JobSummary {
+    JobSummary {
         name: graph.name.clone(),
         operators,
         duration: started.elapsed(),
-    })
+        restarts,
+        savepoint,
+    }
 }

@@ -24,10 +24,34 @@ fn prefetch(
     }
 }
 
+use crate::checkpoint::{BarrierInfo, Control, Part, Report};
 use crate::connectors::SourceReader;
 use crate::exchange::{Input, InputGate, Message, Outputs};
 use crate::plan::Vertex;
 use crate::TaskError;
+use weir_checkpoint::{put_file, GeneratorState, SubtaskState};
+
+/// A task's side of checkpointing: who it is in snapshots and how it talks to the
+/// coordinator.
+pub(crate) struct TaskLinks {
+    /// Index of the task in the attempt.
+    pub index: usize,
+    pub subtask: u32,
+    pub reports: crossbeam_channel::Sender<Report>,
+    /// Barrier triggers (sources; `never()` otherwise).
+    pub triggers: crossbeam_channel::Receiver<Arc<BarrierInfo>>,
+    /// Ids of completed checkpoints.
+    pub notices: crossbeam_channel::Receiver<u64>,
+    pub control: Arc<Control>,
+    /// Uid of the vertex's head node: task-level progress is stored under it.
+    pub head_uid: String,
+    /// Uid of the node owning the keyed state.
+    pub keyed_uid: Option<String>,
+    pub source_uid: Option<String>,
+    pub sink_uid: Option<String>,
+    /// What the task restored: it starts finished, or from a watermark.
+    pub restored: Option<SubtaskState>,
+}
 
 /// Where a subtask's records come from.
 pub enum TaskInput {
@@ -118,6 +142,9 @@ pub struct Task {
     frame: Vec<u8>,
     due: Vec<Timer>,
     input_watermark: Watermark,
+    links: TaskLinks,
+    /// A source's position after the records processed so far.
+    position: Option<serde_json::Value>,
 }
 
 fn now_ms() -> i64 {
@@ -140,6 +167,7 @@ impl Task {
         counters: Arc<JobCounters>,
         vertex: Vertex,
         cancel: Arc<AtomicBool>,
+        links: TaskLinks,
     ) -> Self {
         let keyed = guest.as_ref().is_some_and(|g| g.backend().is_some());
         let mut next = 0;
@@ -158,6 +186,11 @@ impl Task {
                     .collect()
             })
             .unwrap_or_default();
+        let restored = links.restored.as_ref();
+        let generated = restored.and_then(|r| r.generator);
+        let input_watermark = restored
+            .and_then(|r| r.watermark)
+            .map_or(Watermark::MIN, Watermark);
         Task {
             label,
             input,
@@ -165,8 +198,8 @@ impl Task {
             outputs,
             generator: strategy.map(|strategy| WatermarkGenerator {
                 strategy,
-                max_ts: None,
-                emitted: Watermark::MIN,
+                max_ts: generated.and_then(|g| g.max_timestamp),
+                emitted: generated.map_or(Watermark::MIN, |g| Watermark(g.emitted)),
                 last_record: Instant::now(),
                 idle: false,
             }),
@@ -183,7 +216,9 @@ impl Task {
             value_slot,
             frame: Vec::new(),
             due: Vec::new(),
-            input_watermark: Watermark::MIN,
+            input_watermark,
+            links,
+            position: None,
         }
     }
 
@@ -196,6 +231,22 @@ impl Task {
 
     /// Runs until the input ends, the job is cancelled, or something fails.
     pub fn run(mut self) -> Result<(), TaskError> {
+        if self.links.restored.as_ref().is_some_and(|r| r.finished) {
+            // It had finished before the snapshot: everything it sent is downstream's.
+            self.report_finished(vec![self.progress_part(true)]);
+            self.outputs
+                .broadcast(|| Message::Watermark(Watermark::MAX))?;
+            return self.outputs.broadcast(|| Message::End);
+        }
+        if let Some(g) = self
+            .generator
+            .as_ref()
+            .filter(|g| g.emitted > Watermark::MIN)
+        {
+            // Restored: downstream learns the watermark again before any record.
+            let w = g.emitted;
+            self.outputs.broadcast(|| Message::Watermark(w))?;
+        }
         match std::mem::replace(
             &mut self.input,
             TaskInput::Gate(InputGate::new(vec![], vec![])),
@@ -237,9 +288,12 @@ impl Task {
         let edge = edges.first().copied().unwrap_or(u32::MAX);
         let batch_size = self.batch_size;
         let cancel = self.cancel.clone();
-        type Fetched = Result<(RecordBatch, bool), crate::connectors::ConnectorError>;
+        self.position = Some(reader.position());
+        type Fetched =
+            Result<(RecordBatch, bool, serde_json::Value), crate::connectors::ConnectorError>;
         let (full_tx, full_rx) = crossbeam_channel::bounded::<Fetched>(2);
         let (empty_tx, empty_rx) = crossbeam_channel::bounded::<RecordBatch>(4);
+        let triggers = self.links.triggers.clone();
         std::thread::scope(|scope| {
             scope.spawn(move || loop {
                 if cancel.load(Ordering::Relaxed) {
@@ -251,7 +305,8 @@ impl Task {
                 batch.clear();
                 let fetched = reader.read_batch(&mut batch, edge, batch_size);
                 let done = !matches!(fetched, Ok(true));
-                if full_tx.send(fetched.map(|more| (batch, more))).is_err() || done {
+                let fetched = fetched.map(|more| (batch, more, reader.position()));
+                if full_tx.send(fetched).is_err() || done {
                     return;
                 }
             });
@@ -261,18 +316,138 @@ impl Task {
                 if self.cancelled() {
                     return Err(TaskError::Cancelled);
                 }
-                let Ok(fetched) = full_rx.recv() else {
-                    // The fetcher stops early only when the job is cancelled.
-                    return Err(TaskError::Cancelled);
-                };
-                let (batch, more) = fetched?;
-                self.source_batch(&batch, edges)?;
-                let _ = empty_tx.try_send(batch);
-                if !more {
+                if self.links.control.drain.load(Ordering::Relaxed) {
                     return Ok(());
+                }
+                self.poll_notices();
+                crossbeam_channel::select! {
+                    recv(full_rx) -> fetched => {
+                        let Ok(fetched) = fetched else {
+                            // The fetcher stops early only when the job is cancelled.
+                            return Err(TaskError::Cancelled);
+                        };
+                        let (batch, more, position) = fetched?;
+                        self.source_batch(&batch, edges)?;
+                        self.position = Some(position);
+                        let _ = empty_tx.try_send(batch);
+                        if !more {
+                            return Ok(());
+                        }
+                    }
+                    recv(triggers) -> barrier => {
+                        if let Ok(b) = barrier {
+                            self.on_barrier(&b)?;
+                        }
+                    }
+                    default(Duration::from_millis(50)) => {}
                 }
             }
         })
+    }
+
+    /// Completed checkpoints: their sink transactions are committed.
+    fn poll_notices(&mut self) {
+        while let Ok(id) = self.links.notices.try_recv() {
+            if let Some(sink) = self.outputs.sink.as_mut() {
+                sink.committed(id);
+            }
+        }
+    }
+
+    /// Passes the barrier on, then snapshots and acknowledges (or declines).
+    fn on_barrier(&mut self, b: &Arc<BarrierInfo>) -> Result<(), TaskError> {
+        self.outputs.broadcast(|| Message::Barrier(b.clone()))?;
+        let report = match self.snapshot(b.id, Some(&b.dir)) {
+            Ok(parts) => Report::Ack {
+                id: b.id,
+                task: self.links.index,
+                parts,
+            },
+            Err(reason) => Report::Decline {
+                id: b.id,
+                reason: format!("task {}: {reason}", self.label),
+            },
+        };
+        let _ = self.links.reports.send(report);
+        Ok(())
+    }
+
+    /// Task-level progress: finished or not, watermarks.
+    fn progress_part(&self, finished: bool) -> Part {
+        let state = SubtaskState {
+            finished,
+            watermark: (self.input_watermark > Watermark::MIN).then_some(self.input_watermark.0),
+            generator: self.generator.as_ref().map(|g| GeneratorState {
+                max_timestamp: g.max_ts,
+                emitted: g.emitted.0,
+            }),
+            ..SubtaskState::default()
+        };
+        (self.links.head_uid.clone(), self.links.subtask, state)
+    }
+
+    /// Everything this task holds for snapshot `id`, with state files written into `dir`;
+    /// without a directory the task has finished, and only what a finished task needs
+    /// (its last sink transaction) is kept.
+    fn snapshot(
+        &mut self,
+        id: u64,
+        dir: Option<&weir_checkpoint::Storage>,
+    ) -> Result<Vec<Part>, String> {
+        let finished = dir.is_none();
+        let subtask = self.links.subtask;
+        let mut parts = vec![self.progress_part(finished)];
+        if let (Some(uid), Some(dir)) = (&self.links.keyed_uid, dir) {
+            let backend = self
+                .guest
+                .as_ref()
+                .and_then(|g| g.backend())
+                .ok_or("keyed task without a backend")?;
+            let range = backend.key_groups();
+            let data = weir_state::take_snapshot(backend);
+            let file = put_file(dir, &format!("{uid}/{subtask}.state"), data)
+                .map_err(|e| e.to_string())?;
+            parts.push((
+                uid.clone(),
+                subtask,
+                SubtaskState {
+                    key_groups: Some([range.start, range.end]),
+                    file: Some(file),
+                    ..SubtaskState::default()
+                },
+            ));
+        }
+        if let (Some(uid), Some(position), false) =
+            (&self.links.source_uid, &self.position, finished)
+        {
+            parts.push((
+                uid.clone(),
+                subtask,
+                SubtaskState {
+                    position: Some(position.clone()),
+                    ..SubtaskState::default()
+                },
+            ));
+        }
+        if let (Some(uid), Some(sink)) = (&self.links.sink_uid, self.outputs.sink.as_mut()) {
+            let pending = sink.pre_commit(id).map_err(|e| e.to_string())?;
+            parts.push((
+                uid.clone(),
+                subtask,
+                SubtaskState {
+                    pending,
+                    ..SubtaskState::default()
+                },
+            ));
+        }
+        Ok(parts)
+    }
+
+    fn report_finished(&self, parts: Vec<Part>) {
+        let _ = self.links.reports.send(Report::Finished {
+            task: self.links.index,
+            parts,
+        });
     }
 
     fn source_batch(&mut self, batch: &RecordBatch, edges: &[u32]) -> Result<(), TaskError> {
@@ -356,9 +531,11 @@ impl Task {
                 }
                 Input::Watermark(w) => self.advance_watermark(w)?,
                 Input::Idle => self.outputs.broadcast(|| Message::Idle(true))?,
+                Input::Barrier(b) => self.on_barrier(&b)?,
                 Input::End => return Ok(()),
                 Input::Timeout => {}
             }
+            self.poll_notices();
             self.fire_processing_timers()?;
         }
     }
@@ -614,6 +791,22 @@ impl Task {
         if let Some(sink) = self.outputs.sink.as_mut() {
             sink.finish()?;
         }
+        // Stopping with a drained savepoint: a full snapshot, and the task is not finished
+        // for the savepoint (a job started from it goes on reading). Otherwise only what a
+        // finished task needs (its last sink transaction).
+        let drained = self
+            .links
+            .control
+            .drain_target
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        let parts = match &drained {
+            Some(b) => self.snapshot(b.id, Some(&b.dir)),
+            None => self.snapshot(u64::MAX, None),
+        }
+        .map_err(TaskError::Protocol)?;
+        self.report_finished(parts);
         self.outputs.broadcast(|| Message::End)?;
         self.publish_counters()
     }

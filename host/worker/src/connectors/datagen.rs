@@ -5,12 +5,11 @@
 //! records whatever the parallelism. Each record is 32 bytes: `seq u64, key u64, value i64,
 //! timestamp i64`, little-endian, with timestamp `ts-start + seq * ts-step-ms`.
 
-use std::time::{Duration, Instant};
-
+use serde_json::{json, Value};
 use weir_core::frame::{RecordBatch, RecordRef};
 use weir_core::Connector;
 
-use super::{parse, ConnectorError, SourceReader};
+use super::{parse, ConnectorError, SourceReader, Throttle};
 
 /// One subtask of a `datagen` source.
 pub struct DatagenReader {
@@ -22,9 +21,8 @@ pub struct DatagenReader {
     value_range: u64,
     ts_start: i64,
     ts_step: i64,
-    rate: Option<u64>,
-    started: Instant,
-    emitted: u64,
+    throttle: Throttle,
+    subtask: u32,
 }
 
 fn splitmix64(mut z: u64) -> u64 {
@@ -56,9 +54,8 @@ impl DatagenReader {
             value_range,
             ts_start: parse(NAME, c, "ts-start")?.unwrap_or(0),
             ts_step: parse(NAME, c, "ts-step-ms")?.unwrap_or(1),
-            rate: parse(NAME, c, "rate")?.filter(|&r: &u64| r > 0),
-            started: Instant::now(),
-            emitted: 0,
+            throttle: Throttle::new(parse(NAME, c, "rate")?),
+            subtask,
         })
     }
 }
@@ -74,17 +71,7 @@ impl SourceReader for DatagenReader {
         edge: u32,
         max: usize,
     ) -> Result<bool, ConnectorError> {
-        let mut max = max as u64;
-        if let Some(rate) = self.rate {
-            // Never run ahead of the rate: sleep until the next record is due.
-            let due = Duration::from_secs_f64(self.emitted as f64 / rate as f64);
-            let elapsed = self.started.elapsed();
-            if due > elapsed {
-                std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
-            }
-            let allowed = (self.started.elapsed().as_secs_f64() * rate as f64) as u64;
-            max = max.min(allowed.saturating_sub(self.emitted).max(1));
-        }
+        let max = self.throttle.allow(max);
         let mut record = [0u8; 32];
         for _ in 0..max {
             if self.count.is_some_and(|c| self.next >= c) {
@@ -106,9 +93,37 @@ impl SourceReader for DatagenReader {
                 value: &record,
             });
             self.next += self.step;
-            self.emitted += 1;
+            self.throttle.emitted(1);
         }
         Ok(self.count.is_none_or(|c| self.next < c))
+    }
+
+    fn position(&self) -> Value {
+        json!({ "next": self.next })
+    }
+
+    fn restore(&mut self, positions: &[Value], parallelism: u32) -> Result<(), ConnectorError> {
+        if u64::from(parallelism) != self.step {
+            return Err(ConnectorError::Config {
+                connector: "datagen",
+                message: format!(
+                    "cannot restore a datagen source checkpointed at parallelism {parallelism} \
+                     at parallelism {} (datagen sources do not rescale)",
+                    self.step
+                ),
+            });
+        }
+        let next = positions
+            .get(self.subtask as usize)
+            .and_then(|p| p.get("next"))
+            .and_then(Value::as_u64)
+            .filter(|n| n % self.step == u64::from(self.subtask))
+            .ok_or_else(|| ConnectorError::Config {
+                connector: "datagen",
+                message: format!("no valid position for subtask {}", self.subtask),
+            })?;
+        self.next = next;
+        Ok(())
     }
 }
 

@@ -5,6 +5,9 @@ mod datagen;
 mod file;
 mod sinks;
 
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 use weir_core::frame::RecordBatch;
 use weir_core::Connector;
 
@@ -63,16 +66,90 @@ pub trait SourceReader: Send {
     fn is_empty(&self) -> bool {
         false
     }
+
+    /// Where reading stands: everything read so far is behind it. Stored in checkpoints.
+    fn position(&self) -> Value;
+
+    /// Continues from the positions every subtask of an earlier run (of `parallelism`
+    /// subtasks) had checkpointed.
+    fn restore(&mut self, positions: &[Value], parallelism: u32) -> Result<(), ConnectorError>;
 }
 
 /// Writes one subtask's share of a sink.
 pub trait SinkWriter: Send {
     /// Writes one record (the guest encoded it for this sink: a JSON document for text sinks).
     fn write(&mut self, value: &[u8]) -> Result<(), ConnectorError>;
-    /// Makes everything written visible.
+    /// Makes everything written visible (sinks without transactions), or closes the
+    /// current transaction (transactional sinks: the job commits it).
     fn finish(&mut self) -> Result<(), ConnectorError>;
     /// Records written.
     fn count(&self) -> u64;
+
+    /// Transactional sinks: closes what was written since the last call into the
+    /// transaction of checkpoint `checkpoint` and returns everything not yet known to be
+    /// committed, to be committed (by [`commit`]) once a checkpoint that holds it completes.
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Value>, ConnectorError> {
+        Ok(None)
+    }
+
+    /// Checkpoint `checkpoint` completed: its transactions are committed.
+    fn committed(&mut self, _checkpoint: u64) {}
+
+    /// Continues after the transactions every subtask of an earlier run had pending.
+    fn restore(&mut self, _pending: &[Value]) {}
+}
+
+/// Commits a sink transaction that [`SinkWriter::pre_commit`] returned. Idempotent:
+/// committing the same transaction again (after a restart) changes nothing.
+pub fn commit(c: &Connector, pending: &Value) -> Result<(), ConnectorError> {
+    match c.name.as_str() {
+        "file" => FileSink::commit(c, pending),
+        _ => Ok(()),
+    }
+}
+
+/// Removes what uncommitted transactions of a sink left behind (before a job starts, after
+/// the restored checkpoint's transactions were committed).
+pub fn abort_uncommitted(c: &Connector) -> Result<(), ConnectorError> {
+    match c.name.as_str() {
+        "file" => FileSink::abort_uncommitted(c),
+        _ => Ok(()),
+    }
+}
+
+/// Limits a source to `rate` records per second.
+pub(crate) struct Throttle {
+    rate: Option<u64>,
+    started: Instant,
+    emitted: u64,
+}
+
+impl Throttle {
+    pub(crate) fn new(rate: Option<u64>) -> Self {
+        Throttle {
+            rate: rate.filter(|&r| r > 0),
+            started: Instant::now(),
+            emitted: 0,
+        }
+    }
+
+    /// How many of `max` records may be read now (at least 1), sleeping until one is due.
+    pub(crate) fn allow(&mut self, max: usize) -> usize {
+        let Some(rate) = self.rate else {
+            return max;
+        };
+        let due = Duration::from_secs_f64(self.emitted as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
+        }
+        let allowed = (self.started.elapsed().as_secs_f64() * rate as f64) as u64;
+        (max as u64).min(allowed.saturating_sub(self.emitted).max(1)) as usize
+    }
+
+    pub(crate) fn emitted(&mut self, n: usize) {
+        self.emitted += n as u64;
+    }
 }
 
 pub(crate) fn parse<T: std::str::FromStr>(

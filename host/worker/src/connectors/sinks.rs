@@ -4,69 +4,152 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use serde_json::{json, Value};
 use weir_core::Connector;
 
 use super::{ConnectorError, SinkWriter};
 
-/// Writes `part-<subtask>.jsonl` under a directory; until finished the file is named
-/// `.part-<subtask>.jsonl.inprogress`, so readers never see a half-written file.
+/// Writes JSON lines into `part-<subtask>-<n>.jsonl` files under a directory, exactly once.
+///
+/// Records go to an in-progress file `.part-<subtask>-<n>.jsonl.inprogress`; a checkpoint
+/// barrier (or the end of input) closes it into the pending transaction, and the job
+/// renames it to its visible name once a checkpoint that holds it has completed
+/// ([`FileSink::commit`], idempotent). Readers never see a file whose records could still be
+/// rolled back.
 pub struct FileSink {
     dir: PathBuf,
-    name: String,
-    writer: Option<BufWriter<File>>,
+    subtask: u32,
+    next_part: u64,
+    writer: Option<(String, BufWriter<File>)>,
+    /// Closed files not yet known to be committed, with the checkpoint that closed them.
+    pending: Vec<(u64, String)>,
     count: u64,
 }
 
 const FILE: &str = "file";
 
-impl FileSink {
-    /// Creates the directory if needed and opens the in-progress file.
-    pub fn new(c: &Connector, subtask: u32) -> Result<Self, ConnectorError> {
-        let dir = PathBuf::from(c.get("path").ok_or_else(|| ConnectorError::Config {
+fn sink_dir(c: &Connector) -> Result<PathBuf, ConnectorError> {
+    Ok(PathBuf::from(c.get("path").ok_or_else(|| {
+        ConnectorError::Config {
             connector: FILE,
             message: "missing 'path'".into(),
-        })?);
-        let io = |source| ConnectorError::Io {
-            connector: FILE,
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let name = format!("part-{subtask}.jsonl");
-        let tmp = dir.join(format!(".{name}.inprogress"));
-        let f = File::create(&tmp).map_err(|source| ConnectorError::Io {
-            connector: FILE,
-            path: tmp.display().to_string(),
-            source,
-        })?;
+        }
+    })?))
+}
+
+fn in_progress(name: &str) -> String {
+    format!(".{name}.inprogress")
+}
+
+fn io_at(path: &std::path::Path) -> impl Fn(std::io::Error) -> ConnectorError + '_ {
+    move |source| ConnectorError::Io {
+        connector: FILE,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl FileSink {
+    /// Creates the directory if needed; new files are numbered after every visible one of
+    /// this subtask, so a restarted job never overwrites committed output.
+    pub fn new(c: &Connector, subtask: u32) -> Result<Self, ConnectorError> {
+        let dir = sink_dir(c)?;
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let prefix = format!("part-{subtask}-");
+        let mut next_part = 0;
+        for entry in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let name = entry.map_err(io_at(&dir))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                next_part = next_part.max(n + 1);
+            }
+        }
         Ok(FileSink {
             dir,
-            name,
-            writer: Some(BufWriter::with_capacity(256 << 10, f)),
+            subtask,
+            next_part,
+            writer: None,
+            pending: Vec::new(),
             count: 0,
         })
     }
 
-    fn io(&self, source: std::io::Error) -> ConnectorError {
-        ConnectorError::Io {
-            connector: FILE,
-            path: self.dir.join(&self.name).display().to_string(),
-            source,
+    fn close_current(&mut self, checkpoint: u64) -> Result<(), ConnectorError> {
+        if let Some((name, w)) = self.writer.take() {
+            let path = self.dir.join(in_progress(&name));
+            let f = w.into_inner().map_err(|e| io_at(&path)(e.into_error()))?;
+            f.sync_all().map_err(io_at(&path))?;
+            self.pending.push((checkpoint, name));
         }
+        Ok(())
+    }
+
+    /// Makes a transaction's files visible; files already visible are left as they are.
+    pub fn commit(c: &Connector, pending: &Value) -> Result<(), ConnectorError> {
+        let dir = sink_dir(c)?;
+        let files = pending
+            .get("files")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ConnectorError::Config {
+                connector: FILE,
+                message: format!("invalid pending transaction {pending}"),
+            })?;
+        for f in files {
+            let name = f.as_str().unwrap_or_default();
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(ConnectorError::Config {
+                    connector: FILE,
+                    message: format!("invalid file name {f} in a pending transaction"),
+                });
+            }
+            let target = dir.join(name);
+            let tmp = dir.join(in_progress(name));
+            match std::fs::rename(&tmp, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => {}
+                Err(e) => return Err(io_at(&tmp)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the in-progress files of transactions that were never committed.
+    pub fn abort_uncommitted(c: &Connector) -> Result<(), ConnectorError> {
+        let dir = sink_dir(c)?;
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_at(&dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".part-") && name.ends_with(".inprogress") {
+                std::fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl SinkWriter for FileSink {
     fn write(&mut self, value: &[u8]) -> Result<(), ConnectorError> {
-        let w = self
-            .writer
-            .as_mut()
-            .expect("file sink written after finish");
+        if self.writer.is_none() {
+            let name = format!("part-{}-{}.jsonl", self.subtask, self.next_part);
+            self.next_part += 1;
+            let path = self.dir.join(in_progress(&name));
+            let f = File::create(&path).map_err(io_at(&path))?;
+            self.writer = Some((name, BufWriter::with_capacity(256 << 10, f)));
+        }
+        let (name, w) = self.writer.as_mut().expect("just opened");
         w.write_all(value)
             .and_then(|_| w.write_all(b"\n"))
             .map_err(|e| ConnectorError::Io {
                 connector: FILE,
-                path: self.name.clone(),
+                path: name.clone(),
                 source: e,
             })?;
         self.count += 1;
@@ -74,17 +157,21 @@ impl SinkWriter for FileSink {
     }
 
     fn finish(&mut self) -> Result<(), ConnectorError> {
-        if let Some(w) = self.writer.take() {
-            let f = w.into_inner().map_err(|e| self.io(e.into_error()))?;
-            f.sync_all().map_err(|e| self.io(e))?;
-            let tmp = self.dir.join(format!(".{}.inprogress", self.name));
-            std::fs::rename(&tmp, self.dir.join(&self.name)).map_err(|e| self.io(e))?;
-        }
-        Ok(())
+        self.close_current(u64::MAX)
     }
 
     fn count(&self) -> u64 {
         self.count
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Value>, ConnectorError> {
+        self.close_current(checkpoint)?;
+        let files: Vec<&str> = self.pending.iter().map(|(_, n)| n.as_str()).collect();
+        Ok(Some(json!({ "files": files })))
+    }
+
+    fn committed(&mut self, checkpoint: u64) {
+        self.pending.retain(|(c, _)| *c > checkpoint);
     }
 }
 

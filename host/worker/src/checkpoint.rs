@@ -1,0 +1,660 @@
+//! Checkpoints, savepoints and restores of a running job (design note 0002).
+//!
+//! The coordinator runs on the thread that started the job. It triggers a checkpoint by
+//! sending a barrier to every source task; sources snapshot their position and pass the
+//! barrier downstream, tasks with several inputs align barriers (exactly-once) or only count
+//! them (at-least-once), every task snapshots what it holds and acknowledges with the parts
+//! it wrote. When every task has acknowledged (a finished task counts with its final parts),
+//! the coordinator writes `_metadata`, commits the sinks' transactions and tells the tasks.
+//! Tasks and coordinator only exchange messages, as they will across processes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use weir_checkpoint::{
+    checkpoint_dir, get_file, list_checkpoints, prune_checkpoints, read_metadata, write_metadata,
+    CheckpointError, Metadata, OperatorState, SnapshotKind, StateDecl, Storage, SubtaskState,
+    METADATA_FORMAT,
+};
+use weir_core::{Connector, JobGraph, KeyGroupRange, NodeKind, StateKind};
+use weir_state::KeyedStateBackend;
+
+use crate::connectors;
+use crate::plan::ExecutionPlan;
+use crate::JobError;
+
+/// A checkpoint barrier, as it travels between tasks.
+#[derive(Debug)]
+pub struct BarrierInfo {
+    /// Checkpoint id (ascending over a job's life).
+    pub id: u64,
+    /// Where tasks write their state files.
+    pub dir: Storage,
+    /// A savepoint: canonical state only.
+    pub savepoint: bool,
+}
+
+/// How barriers are handled by tasks with several inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// Barriers are aligned: exactly-once state.
+    ExactlyOnce,
+    /// Barriers are only counted: records may be replayed after a restore.
+    AtLeastOnce,
+}
+
+/// Checkpointing of one job.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Root directory; the job's checkpoints go under `<root>/<job-id>/`.
+    pub storage: Option<Storage>,
+    /// Time between checkpoints; `None`: no periodic checkpoints.
+    pub interval: Option<Duration>,
+    /// A checkpoint not complete after this long is given up.
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the start of the next.
+    pub min_pause: Duration,
+    /// Completed checkpoints kept.
+    pub retained: usize,
+    /// Aligned or not.
+    pub mode: CheckpointMode,
+    /// Checkpoints that may fail in a row before the job fails.
+    pub tolerable_failures: u32,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            storage: None,
+            interval: None,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            retained: 1,
+            mode: CheckpointMode::ExactlyOnce,
+            tolerable_failures: 0,
+        }
+    }
+}
+
+/// What to do when a task fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RestartStrategy {
+    /// Fail the job.
+    None,
+    /// Restart up to `attempts` times, waiting `delay` each time.
+    FixedDelay {
+        /// Restarts allowed.
+        attempts: u32,
+        /// Wait before each.
+        delay: Duration,
+    },
+    /// Restart up to `attempts` times, waiting `initial`, then twice as long each time, at
+    /// most `max`.
+    ExponentialBackoff {
+        /// Restarts allowed.
+        attempts: u32,
+        /// First wait.
+        initial: Duration,
+        /// Longest wait.
+        max: Duration,
+    },
+}
+
+impl RestartStrategy {
+    /// The wait before restart number `n` (1-based), or `None` once attempts are used up.
+    pub fn delay(&self, n: u32) -> Option<Duration> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay } => (n <= attempts).then_some(delay),
+            RestartStrategy::ExponentialBackoff {
+                attempts,
+                initial,
+                max,
+            } => (n <= attempts).then(|| initial.saturating_mul(1 << (n - 1).min(20)).min(max)),
+        }
+    }
+}
+
+/// A completed checkpoint or savepoint to start from.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    /// Its directory.
+    pub dir: Storage,
+    /// Its `_metadata`.
+    pub metadata: Metadata,
+}
+
+impl Restore {
+    /// Reads the checkpoint or savepoint in `dir`.
+    pub fn load(dir: Storage) -> Result<Self, CheckpointError> {
+        let metadata = read_metadata(&dir)?;
+        Ok(Restore { dir, metadata })
+    }
+
+    /// The parts an operator's subtask restores from, merged over the old subtasks when
+    /// the parallelism changed. `Ok(None)`: the snapshot does not know the operator.
+    pub(crate) fn subtask(
+        &self,
+        uid: &str,
+        parallelism: u32,
+        subtask: u32,
+    ) -> Result<Option<SubtaskState>, JobError> {
+        let Some(op) = self.metadata.operators.get(uid) else {
+            return Ok(None);
+        };
+        if op.parallelism == parallelism {
+            return Ok(op.subtasks.get(subtask as usize).cloned());
+        }
+        let finished = op.subtasks.iter().filter(|s| s.finished).count();
+        if finished != 0 && finished != op.subtasks.len() {
+            return Err(JobError::Restore(format!(
+                "operator '{uid}' had finished in {finished} of its {} subtasks; such a \
+                 snapshot restores only at the same parallelism",
+                op.subtasks.len()
+            )));
+        }
+        Ok(Some(SubtaskState {
+            finished: finished != 0,
+            watermark: op.subtasks.iter().filter_map(|s| s.watermark).min(),
+            ..SubtaskState::default()
+        }))
+    }
+
+    /// Fills a fresh backend with the keyed state of operator `uid` in its key groups.
+    pub(crate) fn keyed_state(
+        &self,
+        uid: &str,
+        backend: &mut dyn KeyedStateBackend,
+    ) -> Result<(), JobError> {
+        let Some(op) = self.metadata.operators.get(uid) else {
+            return Ok(());
+        };
+        let range = backend.key_groups();
+        for s in &op.subtasks {
+            let (Some([start, end]), Some(file)) = (s.key_groups, s.file.as_ref()) else {
+                continue;
+            };
+            if start > end || end > self.metadata.max_parallelism {
+                return Err(JobError::Restore(format!(
+                    "corrupt checkpoint file {}: key groups {start}..{end} of '{uid}'",
+                    self.dir.url_of(weir_checkpoint::METADATA_FILE)
+                )));
+            }
+            let old = KeyGroupRange::new(start, end);
+            if old.end <= range.start || range.end <= old.start {
+                continue;
+            }
+            let data = get_file(&self.dir, file).map_err(|e| JobError::Restore(e.to_string()))?;
+            weir_state::restore_snapshot(backend, &data).map_err(|e| {
+                JobError::Restore(format!(
+                    "corrupt checkpoint file {}: {e}",
+                    self.dir.url_of(&file.path)
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every old subtask's source positions and parallelism for `uid`.
+    pub(crate) fn source_positions(&self, uid: &str) -> Option<(Vec<serde_json::Value>, u32)> {
+        let op = self.metadata.operators.get(uid)?;
+        let positions: Vec<_> = op
+            .subtasks
+            .iter()
+            .filter_map(|s| s.position.clone())
+            .collect();
+        (!positions.is_empty()).then_some((positions, op.parallelism))
+    }
+
+    /// Checks that the snapshot fits `graph`: same key groups, and every operator with
+    /// state still exists (unless `allow_non_restored`).
+    pub(crate) fn check(&self, graph: &JobGraph, allow_non_restored: bool) -> Result<(), JobError> {
+        if self.metadata.max_parallelism != graph.max_parallelism {
+            return Err(JobError::Restore(format!(
+                "the snapshot has {} key groups (max parallelism), the job {}; the max \
+                 parallelism of a job cannot change",
+                self.metadata.max_parallelism, graph.max_parallelism
+            )));
+        }
+        for (uid, op) in &self.metadata.operators {
+            if graph.node_by_uid(uid).is_none() && op.subtasks.iter().any(|s| s.has_state()) {
+                if allow_non_restored {
+                    tracing::warn!(operator = %uid, "state of a removed operator is not restored");
+                } else {
+                    return Err(JobError::Restore(format!(
+                        "the snapshot holds state of operator '{uid}', which the job no \
+                         longer has (pass --allow-non-restored-state to drop it)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the sink transactions recorded in the snapshot (idempotent).
+    pub(crate) fn commit_sinks(&self, graph: &JobGraph) -> Result<(), JobError> {
+        commit_pending(graph, &self.metadata)
+    }
+}
+
+fn commit_pending(graph: &JobGraph, m: &Metadata) -> Result<(), JobError> {
+    for (uid, op) in &m.operators {
+        let Some(NodeKind::Sink(c)) = graph.node_by_uid(uid).map(|n| &graph.nodes[n].kind) else {
+            continue;
+        };
+        for s in &op.subtasks {
+            if let Some(p) = &s.pending {
+                connectors::commit(c, p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next free checkpoint id under a job's directory.
+pub(crate) fn next_checkpoint_id(job_dir: &Storage) -> Result<u64, JobError> {
+    let (_, all) = list_checkpoints(job_dir).map_err(|e| JobError::Restore(e.to_string()))?;
+    Ok(all.last().map_or(1, |n| n + 1))
+}
+
+/// A task's part of a snapshot: `(operator uid, subtask, state)`.
+pub type Part = (String, u32, SubtaskState);
+
+/// What tasks tell the coordinator.
+pub enum Report {
+    /// The task took its snapshot of checkpoint `id`.
+    Ack {
+        /// Checkpoint id.
+        id: u64,
+        /// Task index.
+        task: usize,
+        /// What it wrote.
+        parts: Vec<Part>,
+    },
+    /// The task could not take its snapshot of checkpoint `id`.
+    Decline {
+        /// Checkpoint id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The task ended its input and finished; `parts` stand for it in later checkpoints.
+    Finished {
+        /// Task index.
+        task: usize,
+        /// Its final parts.
+        parts: Vec<Part>,
+    },
+}
+
+/// The coordinator's handles on one task.
+pub struct TaskLink {
+    /// Barrier triggers (source tasks).
+    pub triggers: Option<Sender<Arc<BarrierInfo>>>,
+    /// Completed checkpoint ids.
+    pub notices: Sender<u64>,
+}
+
+/// Shared between the coordinator and the tasks of one attempt.
+#[derive(Default)]
+pub struct Control {
+    /// Sources end their input now (stop with savepoint, draining).
+    pub drain: AtomicBool,
+    /// Where finishing tasks write full snapshots when draining.
+    pub drain_target: Mutex<Option<Arc<BarrierInfo>>>,
+}
+
+struct Pending {
+    barrier: Arc<BarrierInfo>,
+    started: Instant,
+    acks: Vec<Option<Vec<Part>>>,
+    stop: bool,
+}
+
+/// How an attempt's coordination ended.
+pub(crate) enum Outcome {
+    /// Every task finished; the final transactions are committed.
+    Finished,
+    /// A stop-with-savepoint completed.
+    Stopped(String),
+    /// The job was cancelled or a task failed.
+    Interrupted,
+}
+
+/// The checkpoint coordinator of one attempt.
+pub(crate) struct Coordinator<'a> {
+    pub graph: &'a JobGraph,
+    pub plan: &'a ExecutionPlan,
+    pub config: &'a CheckpointConfig,
+    pub job_name: String,
+    pub job_id: String,
+    /// `<root>/<job-id>`, when checkpointing to storage.
+    pub job_dir: Option<Storage>,
+    pub tasks: Vec<TaskLink>,
+    pub reports: Receiver<Report>,
+    pub cancel: Arc<AtomicBool>,
+    /// The user's cancel: passed on to this attempt's tasks.
+    pub user_cancel: Arc<AtomicBool>,
+    pub stop: Arc<AtomicBool>,
+    pub drain: bool,
+    pub savepoint_dir: Option<Storage>,
+    pub control: Arc<Control>,
+    pub next_id: u64,
+    /// The latest completed checkpoint (shared with later attempts).
+    pub latest: &'a mut Option<Restore>,
+    pub backend: &'static str,
+}
+
+impl Coordinator<'_> {
+    /// Runs until every task finished, a stop-with-savepoint completed, or the job was
+    /// cancelled or failed.
+    pub fn run(&mut self) -> Result<Outcome, JobError> {
+        let n = self.tasks.len();
+        let mut finished: Vec<Option<Vec<Part>>> = vec![None; n];
+        let mut pending: Option<Pending> = None;
+        let mut last_end = Instant::now();
+        let mut failures = 0u32;
+        let mut stopping = false;
+        loop {
+            if self.user_cancel.load(Ordering::Relaxed) {
+                self.cancel.store(true, Ordering::Relaxed);
+            }
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(Outcome::Interrupted);
+            }
+            if finished.iter().all(Option::is_some) {
+                let parts: Vec<Part> = finished.iter().flatten().flatten().cloned().collect();
+                return self.finish(parts);
+            }
+            if !stopping && self.stop.load(Ordering::Relaxed) {
+                stopping = true;
+                let Some(dir) = self.savepoint_dir.clone() else {
+                    self.cancel.store(true, Ordering::Relaxed);
+                    return Ok(Outcome::Interrupted);
+                };
+                let id = self.next_id;
+                self.next_id += 1;
+                let barrier = Arc::new(BarrierInfo {
+                    id,
+                    dir: dir.child(&format!("savepoint-{}-{id}", self.job_id)),
+                    savepoint: true,
+                });
+                if self.drain {
+                    *self.control.drain_target.lock().expect("not poisoned") = Some(barrier);
+                    self.control.drain.store(true, Ordering::Relaxed);
+                } else {
+                    // A savepoint replaces any checkpoint in flight.
+                    pending = Some(self.trigger(barrier, &finished, true));
+                }
+            }
+            let due = self
+                .config
+                .interval
+                .filter(|_| pending.is_none() && !stopping && self.job_dir.is_some());
+            if let Some(interval) = due {
+                if last_end.elapsed() >= interval.max(self.config.min_pause) {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let dir = checkpoint_dir(self.job_dir.as_ref().expect("checked"), id);
+                    let barrier = Arc::new(BarrierInfo {
+                        id,
+                        dir,
+                        savepoint: false,
+                    });
+                    pending = Some(self.trigger(barrier, &finished, false));
+                }
+            }
+            if let Some(p) = &pending {
+                if p.started.elapsed() > self.config.timeout {
+                    let id = p.barrier.id;
+                    tracing::warn!(checkpoint = id, "checkpoint expired");
+                    self.abort(pending.take().expect("some"));
+                    last_end = Instant::now();
+                    failures += 1;
+                    if failures > self.config.tolerable_failures {
+                        return Err(JobError::Checkpoint(format!(
+                            "checkpoint {id} expired after {:?} ({failures} failed in a row)",
+                            self.config.timeout
+                        )));
+                    }
+                }
+            }
+            let report = match self.reports.recv_timeout(Duration::from_millis(20)) {
+                Ok(r) => r,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Ok(Outcome::Interrupted)
+                }
+            };
+            match report {
+                Report::Ack { id, task, parts } => {
+                    if let Some(p) = pending.as_mut().filter(|p| p.barrier.id == id) {
+                        p.acks[task] = Some(parts);
+                    }
+                }
+                Report::Finished { task, parts } => {
+                    if let Some(p) = pending.as_mut() {
+                        if p.acks[task].is_none() {
+                            p.acks[task] = Some(parts.clone());
+                        }
+                    }
+                    finished[task] = Some(parts);
+                }
+                Report::Decline { id, reason } => {
+                    if pending.as_ref().is_some_and(|p| p.barrier.id == id) {
+                        tracing::warn!(checkpoint = id, %reason, "checkpoint declined");
+                        self.abort(pending.take().expect("some"));
+                        last_end = Instant::now();
+                        failures += 1;
+                        if failures > self.config.tolerable_failures {
+                            return Err(JobError::Checkpoint(format!(
+                                "checkpoint {id} failed: {reason}"
+                            )));
+                        }
+                    }
+                }
+            }
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.acks.iter().all(Option::is_some))
+            {
+                let p = pending.take().expect("some");
+                let id = p.barrier.id;
+                let stop = p.stop;
+                match self.complete(&p.barrier, p.acks.into_iter().flatten().flatten(), false) {
+                    Ok(()) => {
+                        failures = 0;
+                        for t in &self.tasks {
+                            let _ = t.notices.send(id);
+                        }
+                        if stop {
+                            self.cancel.store(true, Ordering::Relaxed);
+                            return Ok(Outcome::Stopped(p.barrier.dir.url().to_string()));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(checkpoint = id, error = %e, "checkpoint failed");
+                        failures += 1;
+                        if stop || failures > self.config.tolerable_failures {
+                            return Err(e);
+                        }
+                    }
+                }
+                last_end = Instant::now();
+            }
+        }
+    }
+
+    fn trigger(
+        &self,
+        barrier: Arc<BarrierInfo>,
+        finished: &[Option<Vec<Part>>],
+        stop: bool,
+    ) -> Pending {
+        tracing::debug!(
+            checkpoint = barrier.id,
+            savepoint = barrier.savepoint,
+            "trigger"
+        );
+        for (t, link) in self.tasks.iter().enumerate() {
+            if let (None, Some(tx)) = (&finished[t], &link.triggers) {
+                // A source that just finished reports so; its final parts stand in.
+                let _ = tx.send(barrier.clone());
+            }
+        }
+        Pending {
+            barrier,
+            started: Instant::now(),
+            acks: finished.to_vec(),
+            stop,
+        }
+    }
+
+    fn abort(&self, p: Pending) {
+        if !p.barrier.savepoint {
+            if let Err(e) = p.barrier.dir.delete_all("") {
+                tracing::warn!(error = %e, "cannot delete an expired checkpoint");
+            }
+        }
+    }
+
+    /// Writes `_metadata` (checkpoints to storage only), then commits the sinks.
+    fn complete(
+        &mut self,
+        barrier: &BarrierInfo,
+        parts: impl Iterator<Item = Part>,
+        all_finished: bool,
+    ) -> Result<(), JobError> {
+        let m = self.metadata(barrier.id, barrier.savepoint, parts, all_finished);
+        let fail = |e: CheckpointError| JobError::Checkpoint(e.to_string());
+        write_metadata(&barrier.dir, &m).map_err(fail)?;
+        commit_pending(self.graph, &m)?;
+        if !barrier.savepoint {
+            if let Some(job_dir) = &self.job_dir {
+                if let Err(e) = prune_checkpoints(job_dir, self.config.retained) {
+                    tracing::warn!(error = %e, "cannot delete old checkpoints");
+                }
+            }
+            *self.latest = Some(Restore {
+                dir: barrier.dir.clone(),
+                metadata: m,
+            });
+        }
+        tracing::info!(
+            id = barrier.id,
+            dir = barrier.dir.url(),
+            "snapshot complete"
+        );
+        Ok(())
+    }
+
+    /// Every task finished: a final checkpoint (or the drained savepoint), then commit.
+    fn finish(&mut self, parts: Vec<Part>) -> Result<Outcome, JobError> {
+        let drained = self
+            .control
+            .drain_target
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        if let Some(b) = drained {
+            self.complete(&b, parts.into_iter(), false)?;
+            return Ok(Outcome::Stopped(b.dir.url().to_string()));
+        }
+        match &self.job_dir {
+            Some(job_dir) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let b = BarrierInfo {
+                    id,
+                    dir: checkpoint_dir(job_dir, id),
+                    savepoint: false,
+                };
+                self.complete(&b, parts.into_iter(), true)?;
+            }
+            None => {
+                let m = self.metadata(0, false, parts.into_iter(), true);
+                commit_pending(self.graph, &m)?;
+            }
+        }
+        Ok(Outcome::Finished)
+    }
+
+    fn metadata(
+        &self,
+        id: u64,
+        savepoint: bool,
+        parts: impl Iterator<Item = Part>,
+        all_finished: bool,
+    ) -> Metadata {
+        let mut operators: BTreeMap<String, OperatorState> = BTreeMap::new();
+        for (uid, subtask, state) in parts {
+            let op = operators.entry(uid.clone()).or_insert_with(|| {
+                let index = self.graph.node_by_uid(&uid);
+                let node = index.map(|n| &self.graph.nodes[n]);
+                let parallelism = index.map_or(0, |n| {
+                    self.plan.vertices[self.plan.vertex_of[n]].parallelism
+                });
+                OperatorState {
+                    parallelism,
+                    states: node
+                        .map(|n| {
+                            n.states
+                                .iter()
+                                .map(|d| StateDecl {
+                                    name: d.name.clone(),
+                                    kind: match d.kind {
+                                        StateKind::Value => "value",
+                                        StateKind::List => "list",
+                                        StateKind::Map => "map",
+                                    }
+                                    .into(),
+                                    version: d.version,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    connector: node.and_then(|n| match &n.kind {
+                        NodeKind::Source(c) | NodeKind::Sink(c) => Some(c.name.clone()),
+                        _ => None,
+                    }),
+                    subtasks: Vec::new(),
+                }
+            });
+            let i = subtask as usize;
+            if op.subtasks.len() <= i {
+                op.subtasks.resize(i + 1, SubtaskState::default());
+            }
+            op.subtasks[i].merge(state);
+        }
+        Metadata {
+            format: METADATA_FORMAT,
+            kind: if savepoint {
+                SnapshotKind::Savepoint
+            } else {
+                SnapshotKind::Checkpoint
+            },
+            id,
+            job_name: self.job_name.clone(),
+            job_id: self.job_id.clone(),
+            completed_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            max_parallelism: self.graph.max_parallelism,
+            backend: self.backend.to_string(),
+            finished: all_finished,
+            operators,
+        }
+    }
+}
+
+/// The sink connectors of a graph, for cleaning up before a start.
+pub(crate) fn sink_connectors(graph: &JobGraph) -> impl Iterator<Item = &Connector> {
+    graph.nodes.iter().filter_map(|n| match &n.kind {
+        NodeKind::Sink(c) => Some(c),
+        _ => None,
+    })
+}
