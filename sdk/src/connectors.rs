@@ -75,6 +75,32 @@ impl Datagen {
     }
 }
 
+/// Configuration of the `file` source: lines of a file, or of every file in a directory
+/// (one split per file). Bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    pub(crate) config: Vec<(String, String)>,
+}
+
+impl FileSource {
+    /// Each line of the file(s) at `path` as a UTF-8 string.
+    pub fn lines(path: impl Into<String>) -> Self {
+        FileSource {
+            config: vec![
+                ("path".into(), path.into()),
+                ("format".into(), "lines".into()),
+            ],
+        }
+    }
+
+    /// At most `per_second` lines per second per subtask (default: as fast as possible).
+    pub fn rate(mut self, per_second: u64) -> Self {
+        self.config.retain(|(k, _)| k != "rate");
+        self.config.push(("rate".into(), per_second.to_string()));
+        self
+    }
+}
+
 /// A sink connector implemented by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sink {

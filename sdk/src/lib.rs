@@ -69,7 +69,7 @@ pub use stream::StreamEnv;
 
 /// Everything a job usually needs.
 pub mod prelude {
-    pub use crate::connectors::{Datagen, DatagenRecord, Sink};
+    pub use crate::connectors::{Datagen, DatagenRecord, FileSource, Sink};
     pub use crate::process::{Context, KeyedProcessFunction};
     pub use crate::state::{ListState, MapState, StateDescriptor, ValueState};
     pub use crate::stream::{DataStream, KeyedStream, OutputTag, StreamEnv, WatermarkStrategy};

@@ -27,7 +27,7 @@ use std::rc::Rc;
 
 use crate::codec::{decode_datagen, decode_json, decode_line, decode_postcard, Data, Decode};
 use crate::codec::{encode_postcard, SinkFormat};
-use crate::connectors::{Datagen, DatagenRecord, Sink};
+use crate::connectors::{Datagen, DatagenRecord, FileSource, Sink};
 use crate::process::{KeyedProcessFunction, KeyedProcessOp, StateTable};
 use crate::runtime::{
     make_head, tee_erased, BoxOp, EdgeWriter, Failure, Head, KeyWriter, Op, OpResult, RunCx,
@@ -264,6 +264,11 @@ impl StreamEnv {
             ("format".into(), "lines".into()),
         ];
         self.connector_source("file-source", "file", config, decode_line)
+    }
+
+    /// Lines of a file (or directory) as configured (see [`FileSource`]).
+    pub fn file(&self, source: FileSource) -> DataStream<String> {
+        self.connector_source("file-source", "file", source.config, decode_line)
     }
 
     /// JSON lines of a file (or directory), each decoded into `T`. Bounded.

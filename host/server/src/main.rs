@@ -54,6 +54,14 @@ enum Command {
         #[command(flatten)]
         job: JobArgs,
     },
+    /// Lists the completed checkpoints of a job under a checkpoint directory.
+    Checkpoints {
+        /// The checkpoint directory (`--checkpoint-dir` of `weir run`).
+        dir: String,
+        /// The job's id (its name unless `--job-id` was given to `weir run`).
+        #[arg(long)]
+        job_id: String,
+    },
     /// Creates a new job crate.
     New {
         /// Directory (and crate name) to create.
@@ -274,6 +282,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .map(|s| format!(" (side output '{s}')"))
                         .unwrap_or_default()
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoints { dir, job_id } => {
+            let job_dir = weir_checkpoint::Storage::open(&dir)?.child(&job_id);
+            let (complete, _) = weir_checkpoint::list_checkpoints(&job_dir)?;
+            for id in complete {
+                let chk = weir_checkpoint::checkpoint_dir(&job_dir, id);
+                match weir_checkpoint::read_metadata(&chk) {
+                    Ok(m) => println!(
+                        "chk-{id}  {}  backend {}  {} operators{}",
+                        chk.url(),
+                        m.backend,
+                        m.operators.len(),
+                        if m.finished { "  (job finished)" } else { "" }
+                    ),
+                    Err(e) => println!("chk-{id}  unreadable: {e}"),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

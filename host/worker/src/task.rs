@@ -233,10 +233,13 @@ impl Task {
     pub fn run(mut self) -> Result<(), TaskError> {
         if self.links.restored.as_ref().is_some_and(|r| r.finished) {
             // It had finished before the snapshot: everything it sent is downstream's.
+            // Downstream tasks that had finished too are gone already: nothing to tell them.
             self.report_finished(vec![self.progress_part(true)]);
-            self.outputs
-                .broadcast(|| Message::Watermark(Watermark::MAX))?;
-            return self.outputs.broadcast(|| Message::End);
+            let _ = self
+                .outputs
+                .broadcast(|| Message::Watermark(Watermark::MAX));
+            let _ = self.outputs.broadcast(|| Message::End);
+            return Ok(());
         }
         if let Some(g) = self
             .generator

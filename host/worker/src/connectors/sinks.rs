@@ -55,6 +55,7 @@ impl FileSink {
     pub fn new(c: &Connector, subtask: u32) -> Result<Self, ConnectorError> {
         let dir = sink_dir(c)?;
         std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let dir = dir.canonicalize().map_err(io_at(&dir))?;
         let prefix = format!("part-{subtask}-");
         let mut next_part = 0;
         for entry in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
@@ -89,8 +90,15 @@ impl FileSink {
     }
 
     /// Makes a transaction's files visible; files already visible are left as they are.
-    pub fn commit(c: &Connector, pending: &Value) -> Result<(), ConnectorError> {
-        let dir = sink_dir(c)?;
+    /// The transaction names its directory: a job restored with another output path still
+    /// completes what the snapshot's job wrote.
+    pub fn commit(_c: &Connector, pending: &Value) -> Result<(), ConnectorError> {
+        let dir = PathBuf::from(pending.get("dir").and_then(Value::as_str).ok_or_else(|| {
+            ConnectorError::Config {
+                connector: FILE,
+                message: format!("invalid pending transaction {pending}"),
+            }
+        })?);
         let files = pending
             .get("files")
             .and_then(Value::as_array)
@@ -110,7 +118,12 @@ impl FileSink {
             let tmp = dir.join(in_progress(name));
             match std::fs::rename(&tmp, &target) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !target.exists() {
+                        // Removed by hand since: there is nothing left to commit.
+                        tracing::warn!(file = %tmp.display(), "a pending file is gone");
+                    }
+                }
                 Err(e) => return Err(io_at(&tmp)(e)),
             }
         }
@@ -167,7 +180,7 @@ impl SinkWriter for FileSink {
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Value>, ConnectorError> {
         self.close_current(checkpoint)?;
         let files: Vec<&str> = self.pending.iter().map(|(_, n)| n.as_str()).collect();
-        Ok(Some(json!({ "files": files })))
+        Ok(Some(json!({ "dir": self.dir, "files": files })))
     }
 
     fn committed(&mut self, checkpoint: u64) {

@@ -1,0 +1,572 @@
+//! Checkpoints, recovery and savepoints, end to end: the real `weir` binary, real
+//! components, real faults (a guest panic at a random record, `kill -9` at a random moment),
+//! checkpoints on a local directory and, when `WEIR_TEST_S3` is not `off`, on an
+//! S3-compatible server the tests start on 127.0.0.1.
+//!
+//! The committed output of every faulty run must equal the fault-free run's exactly (no
+//! loss, no duplicate), and the fault-free output is itself checked: each key's running
+//! counts are exactly 1..n, and the window counts add up to the input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{guest, read_json_lines, weir, Rng};
+use serde_json::Value;
+
+const COUNT: u64 = 20_000;
+
+/// Arguments of the durable test job over datagen.
+fn datagen_job(out: &Path, rate: u64, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        guest("durable").display().to_string(),
+        "--parallelism".into(),
+        "2".into(),
+        "--arg".into(),
+        format!("output={}", out.display()),
+        "--arg".into(),
+        format!("count={COUNT}"),
+        "--arg".into(),
+        format!("rate={rate}"),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn run(args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    weir(&args)
+}
+
+fn run_ok(args: &[String]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "weir {args:?} failed with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The committed lines of a sink directory, sorted.
+fn committed(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = read_json_lines(dir).iter().map(Value::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Checks running counts on their own: per key exactly 1..n, and n summing to `total`.
+fn check_counts(dir: &Path, total: u64) -> BTreeMap<String, u64> {
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for v in read_json_lines(dir) {
+        per_key
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v["count"].as_u64().unwrap());
+    }
+    let mut sum = 0;
+    let mut last = BTreeMap::new();
+    for (k, mut counts) in per_key {
+        counts.sort_unstable();
+        let n = counts.len() as u64;
+        assert_eq!(
+            counts,
+            (1..=n).collect::<Vec<_>>(),
+            "key {k}: running counts are not exactly 1..{n}"
+        );
+        sum += n;
+        last.insert(k, n);
+    }
+    assert_eq!(sum, total, "running counts do not add up to the input");
+    last
+}
+
+fn check_windows(dir: &Path, total: u64) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sum = 0;
+    for v in read_json_lines(dir) {
+        assert!(
+            seen.insert((v["key"].to_string(), v["start"].as_i64().unwrap())),
+            "window fired twice: {v}"
+        );
+        sum += v["count"].as_u64().unwrap();
+    }
+    assert_eq!(sum, total, "window counts do not add up to the input");
+}
+
+/// The fault-free run of the datagen job, checked on its own.
+fn baseline() -> (tempfile::TempDir, Vec<String>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_ok(&datagen_job(&out, 0, &[]));
+    check_counts(&out.join("counts"), COUNT);
+    check_windows(&out.join("windows"), COUNT);
+    let c = committed(&out.join("counts"));
+    let w = committed(&out.join("windows"));
+    (dir, c, w)
+}
+
+/// Checkpoint storage for a test: a local directory, or a bucket prefix on the test S3
+/// server.
+struct Store {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn local_store() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    Store {
+        url: dir.path().join("checkpoints").display().to_string(),
+        _dir: Some(dir),
+    }
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start weir")
+}
+
+fn trap_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
+    let (_base, counts, windows) = baseline();
+    let mut rng = Rng(seed);
+    for i in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let at = rng.below(COUNT);
+        let store = store();
+        let args = datagen_job(
+            &out,
+            20_000,
+            &[
+                "--arg",
+                &format!("fail-at={at}"),
+                "--checkpoint-dir",
+                &store.url,
+                "--checkpoint-interval",
+                "50ms",
+            ],
+        );
+        let o = run_ok(&args);
+        assert!(
+            stderr(&o).contains("restarts: 1"),
+            "run {i} (fault at {at}) did not restart once:\n{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            committed(&out.join("counts")),
+            counts,
+            "run {i}: fault at record {at} changed the committed counts"
+        );
+        assert_eq!(
+            committed(&out.join("windows")),
+            windows,
+            "run {i}: fault at record {at} changed the committed windows"
+        );
+    }
+}
+
+fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
+    let (_base, counts, windows) = baseline();
+    let mut rng = Rng(seed);
+    let mut restored = 0;
+    for i in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let store = store();
+        let args = datagen_job(
+            &out,
+            10_000,
+            &[
+                "--checkpoint-dir",
+                &store.url,
+                "--checkpoint-interval",
+                "50ms",
+            ],
+        );
+        let mut child = spawn(&args);
+        let wait = Duration::from_millis(150 + rng.below(800));
+        std::thread::sleep(wait);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if has_checkpoint(&store) {
+            restored += 1;
+        }
+        let mut resume = args.clone();
+        resume.push("--resume".into());
+        run_ok(&resume);
+        assert_eq!(
+            committed(&out.join("counts")),
+            counts,
+            "run {i}: kill -9 after {wait:?} changed the committed counts"
+        );
+        assert_eq!(
+            committed(&out.join("windows")),
+            windows,
+            "run {i}: kill -9 after {wait:?} changed the committed windows"
+        );
+    }
+    assert!(
+        restored * 2 >= runs,
+        "only {restored} of {runs} runs had a checkpoint to resume from"
+    );
+}
+
+/// Whether a completed checkpoint of the durable job exists in `store`.
+fn has_checkpoint(store: &Store) -> bool {
+    let out = run(&[
+        "checkpoints".into(),
+        store.url.clone(),
+        "--job-id".into(),
+        "durable".into(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("chk-"))
+}
+
+#[test]
+fn guest_traps_at_random_records_lose_and_duplicate_nothing() {
+    trap_runs(local_store, 20, 7);
+}
+
+#[test]
+fn kill_9_at_random_moments_then_resume_loses_and_duplicates_nothing() {
+    kill_runs(local_store, 8, 11);
+}
+
+/// Input files of `<key> <seq>` lines for the file-source job.
+fn key_files(dir: &Path, files: usize, lines: usize) -> BTreeMap<String, u64> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng(5);
+    let mut per_key = BTreeMap::new();
+    let mut seq = 0;
+    for f in 0..files {
+        let mut text = String::new();
+        for _ in 0..lines {
+            let key = format!("k{}", rng.below(40));
+            *per_key.entry(key.clone()).or_insert(0) += 1;
+            text.push_str(&format!("{key} {seq}\n"));
+            seq += 1;
+        }
+        std::fs::write(dir.join(format!("in-{f:02}.txt")), text).unwrap();
+    }
+    per_key
+}
+
+fn file_job(input: &Path, out: &Path, p: u32, rate: u64, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        guest("durable").display().to_string(),
+        "--parallelism".into(),
+        p.to_string(),
+        "--arg".into(),
+        "source=file".into(),
+        "--arg".into(),
+        format!("input={}", input.display()),
+        "--arg".into(),
+        format!("output={}", out.display()),
+        "--arg".into(),
+        format!("rate={rate}"),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Runs until `after`, then stops it with SIGINT: returns the savepoint's URL.
+fn stop_with_savepoint(args: &[String], after: Duration) -> String {
+    let child = spawn(args);
+    std::thread::sleep(after);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stop with savepoint failed ({}):\n{}",
+        out.status,
+        stderr(&out)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("savepoint: "))
+        .unwrap_or_else(|| panic!("no savepoint reported:\n{stdout}\n{}", stderr(&out)))
+        .to_string()
+}
+
+/// Lines in the committed files (not starting with `.`) of a sink directory.
+fn visible_lines(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count() as u64)
+        .sum()
+}
+
+fn savepoint_round_trip(store: &Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let expected = key_files(&input, 8, 1_500);
+    let total: u64 = expected.values().sum();
+    let out = dir.path().join("out");
+    let sp_dir = &store.url;
+    // Parallelism 2, stopped mid-stream with a savepoint.
+    let sp1 = stop_with_savepoint(
+        &file_job(&input, &out, 2, 2_000, &["--savepoint-dir", sp_dir]),
+        Duration::from_millis(1_200),
+    );
+    let partial = visible_lines(&out.join("counts"));
+    assert!(
+        partial > 0 && partial < total,
+        "the first run should stop mid-stream ({partial} of {total})"
+    );
+    // Parallelism 4 from it, stopped again.
+    let sp2 = stop_with_savepoint(
+        &file_job(
+            &input,
+            &out,
+            4,
+            1_000,
+            &["--savepoint-dir", sp_dir, "--from-savepoint", &sp1],
+        ),
+        Duration::from_millis(1_200),
+    );
+    assert_ne!(sp1, sp2);
+    // Parallelism 1 from the second savepoint, to the end.
+    run_ok(&file_job(&input, &out, 1, 0, &["--from-savepoint", &sp2]));
+    let last = check_counts(&out.join("counts"), total);
+    assert_eq!(last, expected, "final counts per key");
+}
+
+#[test]
+fn savepoints_restore_at_parallelism_2_then_4_then_1() {
+    savepoint_round_trip(&local_store());
+}
+
+/// A savepoint with keyed state files, taken mid-stream.
+fn savepoint_with_state(dir: &Path) -> (PathBuf, String) {
+    let input = dir.join("in");
+    key_files(&input, 4, 2_000);
+    let sp = stop_with_savepoint(
+        &file_job(
+            &input,
+            &dir.join("out"),
+            2,
+            2_000,
+            &["--savepoint-dir", &dir.join("sp").display().to_string()],
+        ),
+        Duration::from_millis(800),
+    );
+    (input, sp)
+}
+
+#[test]
+fn corrupted_or_missing_checkpoint_files_are_rejected_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, sp) = savepoint_with_state(dir.path());
+    let sp_path = PathBuf::from(sp.strip_prefix("file://").unwrap());
+    let state = sp_path.join("count/0.state");
+    assert!(state.exists(), "no state file in {}", sp_path.display());
+    let restore = |out: &str| {
+        run(&file_job(
+            &input,
+            &dir.path().join(out),
+            2,
+            0,
+            &["--from-savepoint", &sp],
+        ))
+    };
+
+    // One flipped byte in a state file.
+    let original = std::fs::read(&state).unwrap();
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&state, &bad).unwrap();
+    let o = restore("out1");
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("corrupt checkpoint file") && e.contains("count/0.state"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    // Truncated.
+    std::fs::write(&state, &original[..original.len() - 3]).unwrap();
+    let e = stderr(&restore("out2"));
+    assert!(e.contains("count/0.state"), "{e}");
+    // Missing.
+    std::fs::remove_file(&state).unwrap();
+    let e = stderr(&restore("out3"));
+    assert!(
+        e.contains("count/0.state") && e.contains("not found"),
+        "{e}"
+    );
+    std::fs::write(&state, &original).unwrap();
+    // Damaged metadata.
+    let meta = sp_path.join("_metadata");
+    let m = std::fs::read(&meta).unwrap();
+    std::fs::write(&meta, &m[..m.len() / 2]).unwrap();
+    let e = stderr(&restore("out4"));
+    assert!(
+        e.contains("corrupt checkpoint file") && e.contains("_metadata"),
+        "{e}"
+    );
+    // Nothing was committed by the refused runs.
+    for out in ["out1", "out2", "out3", "out4"] {
+        let counts = dir.path().join(out).join("counts");
+        assert!(
+            !counts.exists() || visible_lines(&counts) == 0,
+            "a refused restore committed output"
+        );
+    }
+    // Intact again: it restores.
+    std::fs::write(&meta, &m).unwrap();
+    run_ok(&file_job(
+        &input,
+        &dir.path().join("out5"),
+        2,
+        0,
+        &["--from-savepoint", &sp],
+    ));
+}
+
+#[test]
+fn state_of_a_removed_operator_needs_allow_non_restored_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_input, sp) = savepoint_with_state(dir.path());
+    // The datagen variant of the job has no 'lines'/'parse' operators: the file source's
+    // positions would be dropped.
+    let out = dir.path().join("other");
+    let o = run(&datagen_job(&out, 0, &["--from-savepoint", &sp]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("'lines'") && e.contains("--allow-non-restored-state"),
+        "{e}"
+    );
+    run_ok(&datagen_job(
+        &out,
+        0,
+        &["--from-savepoint", &sp, "--allow-non-restored-state"],
+    ));
+}
+
+#[test]
+fn resume_without_a_checkpoint_starts_fresh() {
+    let (_base, counts, _) = baseline();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let store = local_store();
+    run_ok(&datagen_job(
+        &out,
+        0,
+        &["--checkpoint-dir", &store.url, "--resume"],
+    ));
+    assert_eq!(committed(&out.join("counts")), counts);
+}
+
+#[test]
+fn at_least_once_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let store = local_store();
+    run_ok(&datagen_job(
+        &out,
+        20_000,
+        &[
+            "--arg",
+            "fail-at=12345",
+            "--checkpoint-dir",
+            &store.url,
+            "--checkpoint-interval",
+            "50ms",
+            "--checkpoint-mode",
+            "at-least-once",
+        ],
+    ));
+    // Every record reached the windows at least once.
+    let windows: u64 = read_json_lines(&out.join("windows"))
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .sum();
+    assert!(windows >= COUNT, "{windows} < {COUNT}");
+}
+
+#[test]
+fn checkpoint_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = run(&datagen_job(&out, 0, &["--checkpoint-interval", "1s"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--checkpoint-dir"), "{}", stderr(&o));
+    let o = run(&datagen_job(
+        &out,
+        0,
+        &["--checkpoint-dir", "x", "--checkpoint-interval", "soon"],
+    ));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("soon"), "{}", stderr(&o));
+    let missing = dir.path().join("no-such-savepoint");
+    let o = run(&datagen_job(
+        &out,
+        0,
+        &["--from-savepoint", &missing.display().to_string()],
+    ));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("_metadata") && stderr(&o).contains("not found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "run".into(),
+        guest("counting_source").display().to_string(),
+        "--arg".into(),
+        format!("output={}", out.display()),
+        "--checkpoint-dir".into(),
+        dir.path().display().to_string(),
+        "--checkpoint-interval".into(),
+        "1s".into(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("written in the guest"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_finished_job_resumes_to_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let store = local_store();
+    let args = datagen_job(&out, 0, &["--checkpoint-dir", &store.url]);
+    run_ok(&args);
+    let first = committed(&out.join("counts"));
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let started = Instant::now();
+    run_ok(&resume);
+    assert_eq!(committed(&out.join("counts")), first);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
