@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what weir needs to build and test on a fresh Debian 12 machine with Rust stable:
-# the wasm32-wasip2 target (guests are components built by cargo) and a C toolchain.
+# the wasm32-wasip2 target (guests are components built by cargo), a C toolchain, RocksDB
+# (Debian's librocksdb-dev, linked by the rocksdb crate; libclang for its bindings) and,
+# for the checkpoint tests on S3, moto's S3-compatible server from PyPI in a virtualenv
+# under ${WEIR_TOOLS:-~/.cache/weir-tools}.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+[ -e /usr/include/rocksdb/c.h ] || need_apt+=(librocksdb-dev)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -19,4 +25,12 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
     rustup component add clippy rustfmt
+fi
+
+tools="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
+if [ ! -x "$tools/moto/bin/moto_server" ]; then
+    echo "setup: installing moto (S3-compatible test server) into $tools/moto"
+    rm -rf "$tools/moto"
+    python3 -m venv "$tools/moto"
+    "$tools/moto/bin/pip" install -q "moto[server]==5.1.*"
 fi

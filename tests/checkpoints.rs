@@ -1,7 +1,7 @@
 //! Checkpoints, recovery and savepoints, end to end: the real `weir` binary, real
 //! components, real faults (a guest panic at a random record, `kill -9` at a random moment),
-//! checkpoints on a local directory and, when `WEIR_TEST_S3` is not `off`, on an
-//! S3-compatible server the tests start on 127.0.0.1.
+//! checkpoints on a local directory and on an S3-compatible server (moto, installed by
+//! scripts/setup.sh) that the tests start on 127.0.0.1 and that stops with them.
 //!
 //! The committed output of every faulty run must equal the fault-free run's exactly (no
 //! loss, no duplicate), and the fault-free output is itself checked: each key's running
@@ -10,8 +10,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{guest, read_json_lines, weir, Rng};
@@ -160,6 +163,8 @@ fn trap_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
                 "50ms",
             ],
         );
+        let mut args = args;
+        args.extend(backend(i, dir.path()));
         let o = run_ok(&args);
         assert!(
             stderr(&o).contains("restarts: 1"),
@@ -197,6 +202,8 @@ fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
                 "50ms",
             ],
         );
+        let mut args = args;
+        args.extend(backend(i, dir.path()));
         let mut child = spawn(&args);
         let wait = Duration::from_millis(150 + rng.below(800));
         std::thread::sleep(wait);
@@ -223,6 +230,19 @@ fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
         restored * 2 >= runs,
         "only {restored} of {runs} runs had a checkpoint to resume from"
     );
+}
+
+/// Every other run on RocksDB (its working files under `dir`).
+fn backend(run: usize, dir: &Path) -> Vec<String> {
+    if run % 2 == 0 {
+        return vec![];
+    }
+    vec![
+        "--state-backend".into(),
+        "rocksdb".into(),
+        "--state-dir".into(),
+        dir.join("state").display().to_string(),
+    ]
 }
 
 /// Whether a completed checkpoint of the durable job exists in `store`.
@@ -338,26 +358,36 @@ fn savepoint_round_trip(store: &Store) {
         partial > 0 && partial < total,
         "the first run should stop mid-stream ({partial} of {total})"
     );
-    // Parallelism 4 from it, stopped again.
+    // Parallelism 4 on RocksDB from it, stopped again.
+    let state_dir = dir.path().join("state").display().to_string();
     let sp2 = stop_with_savepoint(
         &file_job(
             &input,
             &out,
             4,
             1_000,
-            &["--savepoint-dir", sp_dir, "--from-savepoint", &sp1],
+            &[
+                "--savepoint-dir",
+                sp_dir,
+                "--from-savepoint",
+                &sp1,
+                "--state-backend",
+                "rocksdb",
+                "--state-dir",
+                &state_dir,
+            ],
         ),
         Duration::from_millis(1_200),
     );
     assert_ne!(sp1, sp2);
-    // Parallelism 1 from the second savepoint, to the end.
+    // Parallelism 1 back on the heap from the second savepoint, to the end.
     run_ok(&file_job(&input, &out, 1, 0, &["--from-savepoint", &sp2]));
     let last = check_counts(&out.join("counts"), total);
     assert_eq!(last, expected, "final counts per key");
 }
 
 #[test]
-fn savepoints_restore_at_parallelism_2_then_4_then_1() {
+fn savepoints_restore_memory_to_rocksdb_to_memory_at_parallelism_2_then_4_then_1() {
     savepoint_round_trip(&local_store());
 }
 
@@ -569,4 +599,151 @@ fn a_finished_job_resumes_to_nothing_new() {
     run_ok(&resume);
     assert_eq!(committed(&out.join("counts")), first);
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The S3-compatible server of this test binary: started once, on a free port of
+/// 127.0.0.1, and stopped by its watchdog when the test process exits. `weir` finds it
+/// through the `AWS_*` variables set here (children inherit them).
+fn s3_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        let server = tools_dir().join("moto/bin/moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: run scripts/setup.sh",
+            server.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!(
+            "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & s=$!; \
+             while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $s",
+            server.display(),
+            std::process::id()
+        );
+        Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("cannot start the S3 test server");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the S3 test server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        http(port, "PUT", "/weir-test", b"");
+        for (k, v) in [
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ] {
+            std::env::set_var(k, v);
+        }
+        port
+    })
+}
+
+/// Where scripts/setup.sh installs test tools.
+fn tools_dir() -> PathBuf {
+    std::env::var("WEIR_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/weir-tools"))
+}
+
+/// One plain HTTP request to the S3 test server (moto takes unsigned requests).
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 2") || response.starts_with("HTTP/1.0 2"),
+        "{method} {path}: {response}"
+    );
+    response
+}
+
+fn s3_store() -> Store {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    s3_port();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Store {
+        url: format!("s3://weir-test/{}-{n}", std::process::id()),
+        _dir: None,
+    }
+}
+
+#[test]
+fn on_s3_guest_traps_lose_and_duplicate_nothing() {
+    trap_runs(s3_store, 6, 13);
+}
+
+#[test]
+fn on_s3_kill_9_then_resume_loses_and_duplicates_nothing() {
+    kill_runs(s3_store, 3, 17);
+}
+
+#[test]
+fn on_s3_savepoints_restore_across_backends_and_parallelism() {
+    savepoint_round_trip(&s3_store());
+}
+
+#[test]
+fn on_s3_a_corrupted_state_file_is_rejected_naming_it() {
+    let port = s3_port();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    key_files(&input, 4, 2_000);
+    let store = s3_store();
+    let sp = stop_with_savepoint(
+        &file_job(
+            &input,
+            &dir.path().join("out"),
+            2,
+            2_000,
+            &["--savepoint-dir", &store.url],
+        ),
+        Duration::from_millis(800),
+    );
+    let key = sp.strip_prefix("s3://").unwrap();
+    // Overwrite the object through boto3, which comes with moto.
+    let (bucket, object) = key.split_once('/').unwrap();
+    let py = format!(
+        "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', \
+         aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\
+         .put_object(Bucket='{bucket}', Key='{object}/count/0.state', Body=b'not a state file')"
+    );
+    let status = Command::new(tools_dir().join("moto/bin/python"))
+        .args(["-c", &py])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = run(&file_job(
+        &input,
+        &dir.path().join("out2"),
+        2,
+        0,
+        &["--from-savepoint", &sp],
+    ));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("corrupt checkpoint file") && e.contains(&format!("{sp}/count/0.state")),
+        "{e}"
+    );
 }

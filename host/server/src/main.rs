@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use weir_runtime::{Runtime, RuntimeConfig};
 use weir_worker::{
     run_job, CheckpointConfig, CheckpointMode, JobError, JobOptions, RestartStrategy,
+    StateBackendKind,
 };
 
 #[derive(Parser)]
@@ -85,9 +86,13 @@ struct JobArgs {
 /// Checkpoints, recovery and savepoints of `weir run`.
 #[derive(clap::Args)]
 struct DurableArgs {
-    /// Where keyed state lives: `memory` (the default).
-    #[arg(long, default_value = "memory", value_parser = ["memory"])]
+    /// Where keyed state lives: `memory` or `rocksdb` (on local disk under --state-dir).
+    #[arg(long, default_value = "memory", value_parser = ["memory", "rocksdb"])]
     state_backend: String,
+    /// Local directory of the RocksDB backend's working files (default: the system's
+    /// temporary directory).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Checkpoint storage: a directory, `file:///path` or `s3://bucket/prefix` (S3 settings
     /// from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
     /// AWS_ALLOW_HTTP). Checkpoints go to `<dir>/<job-id>/chk-<n>/`.
@@ -164,6 +169,13 @@ impl DurableArgs {
         if options.checkpoints.interval.is_some_and(|i| i.is_zero()) {
             bail!("--checkpoint-interval must be longer than 0");
         }
+        options.state_backend = match self.state_backend.as_str() {
+            "rocksdb" => StateBackendKind::RocksDb(
+                self.state_dir
+                    .unwrap_or_else(|| std::env::temp_dir().join("weir-state")),
+            ),
+            _ => StateBackendKind::Memory,
+        };
         options.job_id = self.job_id;
         options.resume = self.resume;
         options.from_savepoint = self.from_savepoint.as_deref().map(open).transpose()?;

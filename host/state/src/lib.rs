@@ -23,9 +23,12 @@
 #![deny(missing_docs)]
 
 mod memory;
+mod rocks;
 pub mod snapshot;
+mod timers;
 
 pub use memory::MemoryStateBackend;
+pub use rocks::{RocksDbError, RocksDbStateBackend};
 pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
 use weir_core::{KeyGroupRange, StateDescriptor};
 

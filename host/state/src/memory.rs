@@ -1,6 +1,6 @@
 //! The in-memory backend: hash maps per key group and state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use std::hash::BuildHasher;
 
@@ -8,6 +8,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use smallvec::SmallVec;
 use weir_core::{KeyGroupRange, StateDescriptor};
 
+use crate::timers::Timers;
 use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer, ValueHint};
 
 /// Keys and values up to 16 bytes live inline in the hash table: no pointer to chase on
@@ -32,7 +33,7 @@ pub struct MemoryStateBackend {
     descriptors: Vec<StateDescriptor>,
     range: KeyGroupRange,
     groups: Vec<KeyGroupState>,
-    timers: [BTreeSet<Timer>; 2],
+    timers: Timers,
     hasher: DefaultHashBuilder,
     /// Bumped whenever a value entry is inserted or removed (which may move others).
     generation: u64,
@@ -51,7 +52,7 @@ impl MemoryStateBackend {
             descriptors,
             range,
             groups: vec![group; range.len()],
-            timers: [BTreeSet::new(), BTreeSet::new()],
+            timers: Timers::default(),
             hasher: DefaultHashBuilder::default(),
             generation: 0,
         }
@@ -73,10 +74,6 @@ impl MemoryStateBackend {
             self.range
         );
         &mut self.groups[(key_group - self.range.start) as usize]
-    }
-
-    fn timers(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
-        &mut self.timers[domain as usize]
     }
 }
 
@@ -243,48 +240,24 @@ impl KeyedStateBackend for MemoryStateBackend {
     }
 
     fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
-        let t = Timer {
-            timestamp,
-            key_group,
-            key: key.to_vec(),
-        };
-        self.timers(domain).insert(t);
+        self.timers.register(domain, key_group, key, timestamp);
     }
 
     fn delete_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
-        let t = Timer {
-            timestamp,
-            key_group,
-            key: key.to_vec(),
-        };
-        self.timers(domain).remove(&t);
+        self.timers.delete(domain, key_group, key, timestamp);
     }
 
     fn pop_due_timers(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
-        let timers = self.timers(domain);
-        while let Some(first) = timers.first() {
-            if first.timestamp > upto {
-                break;
-            }
-            out.push(timers.pop_first().expect("not empty"));
-        }
+        self.timers.pop_due(domain, upto, out);
     }
 
     fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
-        self.timers[domain as usize].first().map(|t| t.timestamp)
+        self.timers.next(domain)
     }
 
     fn export(&self, w: &mut SnapshotWriter) {
         // Timers are ordered by time: bucket them by key group once.
-        let mut timers: Vec<Vec<(TimeDomain, &Timer)>> = vec![Vec::new(); self.range.len()];
-        for (domain, set) in [TimeDomain::EventTime, TimeDomain::ProcessingTime]
-            .into_iter()
-            .zip(&self.timers)
-        {
-            for t in set {
-                timers[(t.key_group - self.range.start) as usize].push((domain, t));
-            }
-        }
+        let timers = self.timers.by_key_group(self.range);
         for (i, g) in self.groups.iter().enumerate() {
             let empty = timers[i].is_empty()
                 && g.values.iter().all(|t| t.is_empty())

@@ -41,7 +41,7 @@ use weir_checkpoint::Storage;
 use weir_core::frame::FrameError;
 use weir_core::{JobGraph, KeyGroupRange, NodeKind, Partitioning};
 use weir_runtime::{ChainSpec, GuestError, JobComponent};
-use weir_state::MemoryStateBackend;
+use weir_state::{MemoryStateBackend, RocksDbStateBackend};
 
 /// Why a task stopped.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +137,27 @@ pub struct JobOptions {
     pub savepoint_dir: Option<Storage>,
     /// Stop-with-savepoint ends the input first (final watermark, windows fire).
     pub drain: bool,
+    /// Where keyed state lives.
+    pub state_backend: StateBackendKind,
+}
+
+/// Where keyed state lives; the guest cannot tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackendKind {
+    /// On the heap.
+    Memory,
+    /// In RocksDB databases under this local directory (deleted when the job ends).
+    RocksDb(std::path::PathBuf),
+}
+
+impl StateBackendKind {
+    /// The name recorded in checkpoints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StateBackendKind::Memory => "memory",
+            StateBackendKind::RocksDb(_) => "rocksdb",
+        }
+    }
 }
 
 impl JobOptions {
@@ -156,6 +177,7 @@ impl JobOptions {
             allow_non_restored_state: false,
             savepoint_dir: None,
             drain: false,
+            state_backend: StateBackendKind::Memory,
         }
     }
 
@@ -544,11 +566,18 @@ impl Attempt<'_> {
                         .any(|e| e.partitioning == Partitioning::Hash);
                     let backend = match keyed {
                         true => {
+                            let states = graph.nodes[head].states.clone();
+                            let range = KeyGroupRange::for_subtask(max_p, v.parallelism, i);
                             let mut b: Box<dyn weir_state::KeyedStateBackend> =
-                                Box::new(MemoryStateBackend::new(
-                                    graph.nodes[head].states.clone(),
-                                    KeyGroupRange::for_subtask(max_p, v.parallelism, i),
-                                ));
+                                match &options.state_backend {
+                                    StateBackendKind::Memory => {
+                                        Box::new(MemoryStateBackend::new(states, range))
+                                    }
+                                    StateBackendKind::RocksDb(dir) => Box::new(
+                                        RocksDbStateBackend::new(states, range, dir)
+                                            .map_err(|e| JobError::Unsupported(e.to_string()))?,
+                                    ),
+                                };
                             let finished = restored_task.as_ref().is_some_and(|r| r.finished);
                             if let (Some(r), false) = (self.restore, finished) {
                                 r.keyed_state(&graph.nodes[head].uid, b.as_mut())?;
@@ -679,7 +708,7 @@ impl Attempt<'_> {
             control,
             next_id: *next_id,
             latest,
-            backend: "memory",
+            backend: options.state_backend.name(),
         };
         let outcome = coordinator.run();
         *next_id = coordinator.next_id;

@@ -1,0 +1,431 @@
+//! The RocksDB backend: keyed state on local disk, so it can outgrow memory.
+//!
+//! Keys are laid out so that one key group is one contiguous, ordered range:
+//!
+//! ```text
+//! value, list: key_group u16 BE | state u8 | key
+//! map:         key_group u16 BE | state u8 | key_len u32 BE | key | user_key
+//! ```
+//!
+//! A list is one value of length-prefixed items. Timers are kept on the heap (as Flink's
+//! "heap timers" with RocksDB) and travel with every snapshot. The write-ahead log is off:
+//! durability comes from checkpoints, not from the local database, which lives in a
+//! temporary directory and is deleted with the backend.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
+
+use crate::timers::Timers;
+use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer};
+
+/// Writes buffered before they are applied as one batch.
+const BATCH_LIMIT: usize = 4096;
+
+/// Keeps keyed state in a local RocksDB database.
+pub struct RocksDbStateBackend {
+    db: DB,
+    _dir: tempfile::TempDir,
+    descriptors: Vec<StateDescriptor>,
+    range: KeyGroupRange,
+    timers: Timers,
+    write_opts: WriteOptions,
+    /// Writes not yet applied; applied before any read, so reads always see them.
+    pending: RefCell<(WriteBatch, usize)>,
+    key_buf: RefCell<Vec<u8>>,
+}
+
+/// The database cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open RocksDB state in {dir}: {message}")]
+pub struct RocksDbError {
+    dir: String,
+    message: String,
+}
+
+fn prefix(key_group: u32, state: StateIndex, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&(key_group as u16).to_be_bytes());
+    out.push(state as u8);
+}
+
+impl RocksDbStateBackend {
+    /// An empty backend in a new temporary directory under `parent`.
+    pub fn new(
+        descriptors: Vec<StateDescriptor>,
+        range: KeyGroupRange,
+        parent: &Path,
+    ) -> Result<Self, RocksDbError> {
+        let fail = |message: String| RocksDbError {
+            dir: parent.display().to_string(),
+            message,
+        };
+        assert!(
+            range.end <= u32::from(u16::MAX) + 1 && descriptors.len() <= 256,
+            "key groups fit in u16 and state indices in u8"
+        );
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("weir-rocksdb-")
+            .tempdir_in(parent)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_write_buffer_size(64 << 20);
+        opts.set_max_write_buffer_number(3);
+        opts.increase_parallelism(2);
+        let mut bbo = rocksdb::BlockBasedOptions::default();
+        bbo.set_bloom_filter(10.0, false);
+        let cache = rocksdb::Cache::new_lru_cache(64 << 20).map_err(|e| fail(e.to_string()))?;
+        bbo.set_block_cache(&cache);
+        opts.set_block_based_table_factory(&bbo);
+        let db = DB::open(&opts, dir.path()).map_err(|e| fail(e.to_string()))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        Ok(RocksDbStateBackend {
+            db,
+            _dir: dir,
+            descriptors,
+            range,
+            timers: Timers::default(),
+            write_opts,
+            pending: RefCell::new((WriteBatch::default(), 0)),
+            key_buf: RefCell::new(Vec::with_capacity(64)),
+        })
+    }
+
+    fn check(&self, key_group: u32) {
+        assert!(
+            self.range.contains(key_group),
+            "key group {key_group} is not in this backend's range {:?}",
+            self.range
+        );
+    }
+
+    fn apply_pending(&self) {
+        let mut p = self.pending.borrow_mut();
+        if p.1 > 0 {
+            let batch = std::mem::take(&mut p.0);
+            p.1 = 0;
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .unwrap_or_else(|e| panic!("RocksDB write failed: {e}"));
+        }
+    }
+
+    fn write(&mut self, f: impl FnOnce(&mut WriteBatch)) {
+        let full = {
+            let mut p = self.pending.borrow_mut();
+            f(&mut p.0);
+            p.1 += 1;
+            p.1 >= BATCH_LIMIT
+        };
+        if full {
+            self.apply_pending();
+        }
+    }
+
+    fn get(&self, k: &[u8]) -> Option<rocksdb::DBPinnableSlice<'_>> {
+        self.apply_pending();
+        self.db
+            .get_pinned(k)
+            .unwrap_or_else(|e| panic!("RocksDB read failed: {e}"))
+    }
+
+    fn value_key(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<u8> {
+        self.check(key_group);
+        let mut k = self.key_buf.borrow_mut();
+        prefix(key_group, state, &mut k);
+        k.extend_from_slice(key);
+        k.clone()
+    }
+
+    fn map_prefix(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<u8> {
+        let mut k = self.value_key(state, key_group, &[]);
+        k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// Every (full key, value) with the given prefix, in key order.
+    fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+        self.apply_pending();
+        let mut opts = ReadOptions::default();
+        let mut upper = prefix.to_vec();
+        // The smallest key after every key with this prefix.
+        while let Some(last) = upper.pop() {
+            if last < u8::MAX {
+                upper.push(last + 1);
+                break;
+            }
+        }
+        if !upper.is_empty() {
+            opts.set_iterate_upper_bound(upper);
+        }
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), opts);
+        for item in iter {
+            let (k, v) = item.unwrap_or_else(|e| panic!("RocksDB read failed: {e}"));
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v);
+        }
+    }
+}
+
+fn decode_list(mut v: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while v.len() >= 4 {
+        let n = u32::from_le_bytes(v[..4].try_into().expect("4")) as usize;
+        out.push(v[4..4 + n].to_vec());
+        v = &v[4 + n..];
+    }
+    out
+}
+
+impl KeyedStateBackend for RocksDbStateBackend {
+    fn descriptors(&self) -> &[StateDescriptor] {
+        &self.descriptors
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn with_value(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) {
+        let k = self.value_key(state, key_group, key);
+        match self.get(&k) {
+            Some(v) => f(Some(&v)),
+            None => f(None),
+        }
+    }
+
+    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        let k = self.value_key(state, key_group, key);
+        self.write(|b| b.put(&k, value));
+    }
+
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        let k = self.value_key(state, key_group, key);
+        self.write(|b| b.delete(&k));
+    }
+
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
+        let k = self.value_key(state, key_group, key);
+        self.get(&k).map(|v| decode_list(&v)).unwrap_or_default()
+    }
+
+    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        let k = self.value_key(state, key_group, key);
+        let mut v = self.get(&k).map(|v| v.to_vec()).unwrap_or_default();
+        v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        v.extend_from_slice(value);
+        self.write(|b| b.put(&k, &v));
+    }
+
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.clear_value(state, key_group, key);
+    }
+
+    fn map_get(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> Option<Vec<u8>> {
+        let mut k = self.map_prefix(state, key_group, key);
+        k.extend_from_slice(user_key);
+        self.get(&k).map(|v| v.to_vec())
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) {
+        let mut k = self.map_prefix(state, key_group, key);
+        k.extend_from_slice(user_key);
+        self.write(|b| b.put(&k, value));
+    }
+
+    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
+        let mut k = self.map_prefix(state, key_group, key);
+        k.extend_from_slice(user_key);
+        self.write(|b| b.delete(&k));
+    }
+
+    fn map_entries(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let p = self.map_prefix(state, key_group, key);
+        let mut out = Vec::new();
+        self.scan(&p, |k, v| out.push((k[p.len()..].to_vec(), v.to_vec())));
+        out
+    }
+
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        let p = self.map_prefix(state, key_group, key);
+        let mut keys = Vec::new();
+        self.scan(&p, |k, _| keys.push(k.to_vec()));
+        for k in keys {
+            self.write(|b| b.delete(&k));
+        }
+    }
+
+    fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
+        self.check(key_group);
+        self.timers.register(domain, key_group, key, timestamp);
+    }
+
+    fn delete_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
+        self.timers.delete(domain, key_group, key, timestamp);
+    }
+
+    fn pop_due_timers(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
+        self.timers.pop_due(domain, upto, out);
+    }
+
+    fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
+        self.timers.next(domain)
+    }
+
+    fn export(&self, w: &mut SnapshotWriter) {
+        // Keys are ordered by key group, then state: one pass writes ascending sections.
+        let timers = self.timers.by_key_group(self.range);
+        let mut current: Option<u32> = None;
+        let emit_timers_upto = |w: &mut SnapshotWriter, current: &mut Option<u32>, kg: u32| {
+            // Sections for key groups with timers but no state, and the current one's timers.
+            let from = current.map_or(self.range.start, |c| c + 1);
+            for g in from..kg {
+                let ts = &timers[(g - self.range.start) as usize];
+                if !ts.is_empty() {
+                    w.begin_group(g);
+                    for (d, t) in ts {
+                        w.timer(*d, t.timestamp, &t.key);
+                    }
+                }
+            }
+            if kg < self.range.end {
+                w.begin_group(kg);
+                for (d, t) in &timers[(kg - self.range.start) as usize] {
+                    w.timer(*d, t.timestamp, &t.key);
+                }
+            }
+            *current = Some(kg);
+        };
+        let mut start = Vec::new();
+        prefix(self.range.start, 0, &mut start);
+        self.apply_pending();
+        let mut opts = ReadOptions::default();
+        if self.range.end <= u32::from(u16::MAX) {
+            let mut upper = Vec::new();
+            prefix(self.range.end, 0, &mut upper);
+            opts.set_iterate_upper_bound(upper);
+        }
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        for item in iter {
+            let (k, v) = item.unwrap_or_else(|e| panic!("RocksDB read failed: {e}"));
+            let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
+            let state = u32::from(k[2]);
+            if current != Some(kg) {
+                emit_timers_upto(w, &mut current, kg);
+            }
+            let rest = &k[3..];
+            match self.descriptors[state as usize].kind {
+                StateKind::Value => w.value(state, rest, &v),
+                StateKind::List => w.list(state, rest, &decode_list(&v)),
+                StateKind::Map => {
+                    // One entry per map entry: the restore merges them.
+                    let n = u32::from_be_bytes(rest[..4].try_into().expect("4")) as usize;
+                    let (key, user_key) = rest[4..].split_at(n);
+                    w.map(state, key, std::iter::once((user_key, &v[..])));
+                }
+            }
+        }
+        emit_timers_upto(w, &mut current, self.range.end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{restore_snapshot, take_snapshot, MemoryStateBackend};
+
+    fn descriptors() -> Vec<StateDescriptor> {
+        let d = |name: &str, kind| StateDescriptor {
+            name: name.into(),
+            kind,
+            version: 1,
+        };
+        vec![
+            d("v", StateKind::Value),
+            d("l", StateKind::List),
+            d("m", StateKind::Map),
+        ]
+    }
+
+    #[test]
+    fn state_round_trips_through_canonical_snapshots_both_ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b =
+            RocksDbStateBackend::new(descriptors(), KeyGroupRange::new(0, 16), tmp.path()).unwrap();
+        for kg in 0..16u32 {
+            let key = format!("k{kg}");
+            b.put_value(0, kg, key.as_bytes(), &kg.to_le_bytes());
+            b.list_add(1, kg, key.as_bytes(), b"a");
+            b.list_add(1, kg, key.as_bytes(), b"b");
+            b.map_put(2, kg, key.as_bytes(), b"x", b"1");
+            b.map_put(2, kg, key.as_bytes(), b"y", b"2");
+            if kg % 3 == 0 {
+                b.register_timer(TimeDomain::EventTime, kg, key.as_bytes(), 7);
+            }
+        }
+        b.map_remove(2, 5, b"k5", b"y");
+        b.clear_value(0, 6, b"k6");
+        b.register_timer(TimeDomain::ProcessingTime, 15, b"only-a-timer", 9);
+        assert_eq!(b.list_get(1, 3, b"k3"), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(b.map_entries(2, 4, b"k4").len(), 2);
+
+        // RocksDB → memory, at two subtasks.
+        let snap = take_snapshot(&b);
+        let mut low = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(0, 8));
+        let mut high = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(8, 16));
+        restore_snapshot(&mut low, &snap).unwrap();
+        restore_snapshot(&mut high, &snap).unwrap();
+        assert_eq!(low.map_entries(2, 5, b"k5").len(), 1);
+        high.with_value(0, 9, b"k9", &mut |v| {
+            assert_eq!(v, Some(&9u32.to_le_bytes()[..]))
+        });
+        low.with_value(0, 6, b"k6", &mut |v| assert_eq!(v, None));
+        assert_eq!(high.next_timer(TimeDomain::ProcessingTime), Some(9));
+
+        // Memory → RocksDB gives the same snapshot content back.
+        let mut again =
+            RocksDbStateBackend::new(descriptors(), KeyGroupRange::new(0, 16), tmp.path()).unwrap();
+        restore_snapshot(&mut again, &take_snapshot(&low)).unwrap();
+        restore_snapshot(&mut again, &take_snapshot(&high)).unwrap();
+        assert_eq!(take_snapshot(&again), snap);
+        let mut due = Vec::new();
+        again.pop_due_timers(TimeDomain::EventTime, 100, &mut due);
+        assert_eq!(due.len(), 6);
+    }
+}

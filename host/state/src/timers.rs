@@ -1,0 +1,56 @@
+//! Timers held on the heap, shared by the backends.
+
+use std::collections::BTreeSet;
+
+use weir_core::KeyGroupRange;
+
+use crate::{TimeDomain, Timer};
+
+/// Event- and processing-time timers, ordered by (timestamp, key group, key).
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    sets: [BTreeSet<Timer>; 2],
+}
+
+impl Timers {
+    pub(crate) fn register(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
+        self.sets[domain as usize].insert(Timer {
+            timestamp: ts,
+            key_group,
+            key: key.to_vec(),
+        });
+    }
+
+    pub(crate) fn delete(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
+        self.sets[domain as usize].remove(&Timer {
+            timestamp: ts,
+            key_group,
+            key: key.to_vec(),
+        });
+    }
+
+    pub(crate) fn pop_due(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
+        let timers = &mut self.sets[domain as usize];
+        while timers.first().is_some_and(|t| t.timestamp <= upto) {
+            out.push(timers.pop_first().expect("not empty"));
+        }
+    }
+
+    pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {
+        self.sets[domain as usize].first().map(|t| t.timestamp)
+    }
+
+    /// Every timer, bucketed by key group (index 0 is `range.start`).
+    pub(crate) fn by_key_group(&self, range: KeyGroupRange) -> Vec<Vec<(TimeDomain, &Timer)>> {
+        let mut out = vec![Vec::new(); range.len()];
+        for (domain, set) in [TimeDomain::EventTime, TimeDomain::ProcessingTime]
+            .into_iter()
+            .zip(&self.sets)
+        {
+            for t in set {
+                out[(t.key_group - range.start) as usize].push((domain, t));
+            }
+        }
+        out
+    }
+}
