@@ -234,7 +234,7 @@ fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
 
 /// Every other run on RocksDB (its working files under `dir`).
 fn backend(run: usize, dir: &Path) -> Vec<String> {
-    if run % 2 == 0 {
+    if run.is_multiple_of(2) {
         return vec![];
     }
     vec![
@@ -624,11 +624,12 @@ fn s3_port() -> u16 {
             server.display(),
             std::process::id()
         );
-        Command::new("bash")
+        let mut watchdog = Command::new("bash")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .spawn()
             .expect("cannot start the S3 test server");
+        std::thread::spawn(move || watchdog.wait());
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
