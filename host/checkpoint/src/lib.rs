@@ -111,12 +111,36 @@ pub struct SubtaskState {
     /// A sink's transaction to commit when the checkpoint completes (connector-specific).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<serde_json::Value>,
+    /// Keyed state as the RocksDB backend's own files (incremental checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeState>,
+}
+
+/// A RocksDB database as files: immutable SST files shared between checkpoints (paths
+/// relative to the job's `shared/` directory), the database's other files and the timers
+/// (paths relative to the checkpoint's directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeState {
+    /// SST files under `shared/`.
+    pub shared: Vec<FileRef>,
+    /// MANIFEST, CURRENT, OPTIONS: small, written with every checkpoint.
+    pub private: Vec<FileRef>,
+    /// The timers, as a canonical snapshot holding only timers.
+    pub timers: FileRef,
+}
+
+/// The directory of shared files of the job whose checkpoint is in `checkpoint_dir`.
+pub fn shared_dir(checkpoint_dir: &Storage) -> Storage {
+    checkpoint_dir.parent().child("shared")
 }
 
 impl SubtaskState {
     /// Whether restoring needs this part (anything beyond progress markers).
     pub fn has_state(&self) -> bool {
-        self.file.is_some() || self.position.is_some() || self.pending.is_some()
+        self.file.is_some()
+            || self.native.is_some()
+            || self.position.is_some()
+            || self.pending.is_some()
     }
 
     /// Adds the fields `other` sets.
@@ -128,6 +152,7 @@ impl SubtaskState {
         self.file = other.file.or(self.file.take());
         self.position = other.position.or(self.position.take());
         self.pending = other.pending.or(self.pending.take());
+        self.native = other.native.or(self.native.take());
     }
 }
 
@@ -317,6 +342,28 @@ pub fn prune_checkpoints(job_dir: &Storage, retain: usize) -> Result<(), Checkpo
             job_dir.delete_all(&format!("chk-{id}"))?;
         }
     }
+    // Shared files no retained checkpoint references.
+    let shared = job_dir.child("shared");
+    let existing = shared.list("")?;
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let mut referenced = std::collections::BTreeSet::new();
+    for id in keep {
+        let m = read_metadata(&checkpoint_dir(job_dir, id))?;
+        for op in m.operators.values() {
+            for s in &op.subtasks {
+                for f in s.native.iter().flat_map(|n| &n.shared) {
+                    referenced.insert(f.path.clone());
+                }
+            }
+        }
+    }
+    for path in existing {
+        if !referenced.contains(&path) {
+            shared.delete(&path)?;
+        }
+    }
     Ok(())
 }
 
@@ -400,8 +447,10 @@ mod tests {
             }
         }
         checkpoint_dir(&s, 5).put("op/0.state", vec![1]).unwrap();
+        s.put("shared/op/unreferenced.sst", vec![1]).unwrap();
         assert_eq!(latest_checkpoint(&s).unwrap().unwrap().0, 4);
         prune_checkpoints(&s, 2).unwrap();
+        assert!(s.list("shared").unwrap().is_empty());
         let (complete, all) = list_checkpoints(&s).unwrap();
         assert_eq!(complete, [2, 4]);
         assert_eq!(

@@ -100,12 +100,12 @@ impl Storage {
         };
         std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
         let dir = dir.canonicalize().map_err(|e| fail(e.to_string()))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| fail(e.to_string()))?
-            .with_automatic_cleanup(true);
+        // The store is the whole file system, so that `parent` can leave the directory.
+        let store = object_store::local::LocalFileSystem::new().with_automatic_cleanup(true);
+        let root = Path::from_absolute_path(&dir).map_err(|e| fail(e.to_string()))?;
         Ok(Storage {
             store: Arc::new(store),
-            root: Path::default(),
+            root,
             url: format!("file://{}", dir.display()),
         })
     }
@@ -116,6 +116,24 @@ impl Storage {
             store: self.store.clone(),
             root: self.path(rel),
             url: format!("{}/{}", self.url, rel.trim_matches('/')),
+        }
+    }
+
+    /// The directory that holds this one.
+    pub fn parent(&self) -> Storage {
+        let parts: Vec<_> = self.root.parts().collect();
+        let root = match parts.len() {
+            0 => Path::default(),
+            n => Path::from_iter(parts[..n - 1].iter().cloned()),
+        };
+        let url = match self.url.rsplit_once('/') {
+            Some((head, _)) if !head.ends_with('/') => head.to_string(),
+            _ => self.url.clone(),
+        };
+        Storage {
+            store: self.store.clone(),
+            root,
+            url,
         }
     }
 
@@ -191,14 +209,19 @@ impl Storage {
         Ok(out)
     }
 
+    /// Deletes the object `rel` (a missing one is no error).
+    pub fn delete(&self, rel: &str) -> Result<(), StorageError> {
+        let path = self.path(rel);
+        match runtime().block_on(self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
     /// Deletes every object under `rel`.
     pub fn delete_all(&self, rel: &str) -> Result<(), StorageError> {
         for p in self.list(rel)? {
-            let path = self.path(&p);
-            match runtime().block_on(self.store.delete(&path)) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.err(&p, e)),
-            }
+            self.delete(&p)?;
         }
         Ok(())
     }
@@ -213,6 +236,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path().to_str().unwrap()).unwrap();
         let c = s.child("job/chk-1");
+        assert_eq!(c.parent().url(), s.child("job").url());
+        c.parent().put("shared/x", b"x".to_vec()).unwrap();
+        assert_eq!(s.child("job/shared").get("x").unwrap(), b"x");
+        s.delete("job/shared/x").unwrap();
+        assert!(s.list("job/shared").unwrap().is_empty());
         c.put("a/0.state", b"hello".to_vec()).unwrap();
         c.put("_metadata", b"m".to_vec()).unwrap();
         assert_eq!(c.get("a/0.state").unwrap(), b"hello");

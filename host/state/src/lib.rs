@@ -28,7 +28,7 @@ pub mod snapshot;
 mod timers;
 
 pub use memory::MemoryStateBackend;
-pub use rocks::{RocksDbError, RocksDbStateBackend};
+pub use rocks::{NativeCheckpoint, RocksDbError, RocksDbStateBackend};
 pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
 use weir_core::{KeyGroupRange, StateDescriptor};
 
@@ -158,4 +158,9 @@ pub trait KeyedStateBackend: Send {
     /// Writes every entry and timer into `w`, one section per non-empty key group in
     /// ascending order (see [`snapshot`]).
     fn export(&self, w: &mut SnapshotWriter);
+
+    /// The RocksDB backend, for incremental checkpoints of its own files.
+    fn as_rocksdb(&self) -> Option<&RocksDbStateBackend> {
+        None
+    }
 }

@@ -27,7 +27,9 @@ const BATCH_LIMIT: usize = 4096;
 /// Keeps keyed state in a local RocksDB database.
 pub struct RocksDbStateBackend {
     db: DB,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// Unique per database instance: SST names are only unique within one.
+    instance: String,
     descriptors: Vec<StateDescriptor>,
     range: KeyGroupRange,
     timers: Timers,
@@ -71,6 +73,46 @@ impl RocksDbStateBackend {
             .prefix("weir-rocksdb-")
             .tempdir_in(parent)
             .map_err(|e| fail(e.to_string()))?;
+        Self::open_in(descriptors, range, dir)
+    }
+
+    /// A backend over the database files of a native checkpoint (see
+    /// [`RocksDbStateBackend::native_checkpoint`]) that were downloaded into `files`, with
+    /// the timers of its timer snapshot. The files are moved into the backend's directory.
+    pub fn from_native(
+        descriptors: Vec<StateDescriptor>,
+        range: KeyGroupRange,
+        parent: &Path,
+        files: &Path,
+        timers: &[u8],
+    ) -> Result<Self, RocksDbError> {
+        let fail = |message: String| RocksDbError {
+            dir: files.display().to_string(),
+            message,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("weir-rocksdb-")
+            .tempdir_in(parent)
+            .map_err(|e| fail(e.to_string()))?;
+        for entry in std::fs::read_dir(files).map_err(|e| fail(e.to_string()))? {
+            let entry = entry.map_err(|e| fail(e.to_string()))?;
+            std::fs::rename(entry.path(), dir.path().join(entry.file_name()))
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let mut b = Self::open_in(descriptors, range, dir)?;
+        crate::restore_snapshot(&mut b, timers).map_err(|e| fail(e.to_string()))?;
+        Ok(b)
+    }
+
+    fn open_in(
+        descriptors: Vec<StateDescriptor>,
+        range: KeyGroupRange,
+        dir: tempfile::TempDir,
+    ) -> Result<Self, RocksDbError> {
+        let fail = |message: String| RocksDbError {
+            dir: dir.path().display().to_string(),
+            message,
+        };
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_write_buffer_size(64 << 20);
@@ -84,15 +126,67 @@ impl RocksDbStateBackend {
         let db = DB::open(&opts, dir.path()).map_err(|e| fail(e.to_string()))?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
+        let instance = dir
+            .path()
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_start_matches("weir-rocksdb-")
+                    .to_string()
+            })
+            .unwrap_or_default();
         Ok(RocksDbStateBackend {
             db,
-            _dir: dir,
+            dir,
+            instance,
             descriptors,
             range,
             timers: Timers::default(),
             write_opts,
             pending: RefCell::new((WriteBatch::default(), 0)),
             key_buf: RefCell::new(Vec::with_capacity(64)),
+        })
+    }
+
+    /// Identifies this database instance (its SST names are unique only within it).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Flushes and hard-links the database's current files into a new directory under the
+    /// backend's own: immutable `*.sst` files (an incremental checkpoint uploads only those
+    /// it has not uploaded before) and the small files that describe the database. The
+    /// timers come as a canonical snapshot holding only timers.
+    pub fn native_checkpoint(&self) -> Result<NativeCheckpoint, String> {
+        self.apply_pending();
+        let scratch = tempfile::Builder::new()
+            .prefix("checkpoint-")
+            .tempdir_in(self.dir.path().parent().unwrap_or(self.dir.path()))
+            .map_err(|e| e.to_string())?;
+        let path = scratch.path().join("db");
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(&path))
+            .map_err(|e| format!("RocksDB checkpoint: {e}"))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&path).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            files.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        files.sort();
+        let mut w = SnapshotWriter::new(&self.descriptors);
+        for (i, ts) in self.timers.by_key_group(self.range).iter().enumerate() {
+            if !ts.is_empty() {
+                w.begin_group(self.range.start + i as u32);
+                for (d, t) in ts {
+                    w.timer(*d, t.timestamp, &t.key);
+                }
+            }
+        }
+        Ok(NativeCheckpoint {
+            path,
+            _scratch: scratch,
+            files,
+            timers: w.finish(),
         })
     }
 
@@ -175,6 +269,17 @@ impl RocksDbStateBackend {
             f(&k, &v);
         }
     }
+}
+
+/// A point-in-time copy of a RocksDB backend's files (hard links), deleted when dropped.
+pub struct NativeCheckpoint {
+    /// The directory holding the files.
+    pub path: std::path::PathBuf,
+    _scratch: tempfile::TempDir,
+    /// File names in `path`; `*.sst` files are immutable.
+    pub files: Vec<String>,
+    /// The timers (a canonical snapshot with only timer entries).
+    pub timers: Vec<u8>,
 }
 
 fn decode_list(mut v: &[u8]) -> Vec<Vec<u8>> {
@@ -306,6 +411,10 @@ impl KeyedStateBackend for RocksDbStateBackend {
         self.timers.next(domain)
     }
 
+    fn as_rocksdb(&self) -> Option<&RocksDbStateBackend> {
+        Some(self)
+    }
+
     fn export(&self, w: &mut SnapshotWriter) {
         // Keys are ordered by key group, then state: one pass writes ascending sections.
         let timers = self.timers.by_key_group(self.range);
@@ -427,5 +536,23 @@ mod tests {
         let mut due = Vec::new();
         again.pop_due_timers(TimeDomain::EventTime, 100, &mut due);
         assert_eq!(due.len(), 6);
+
+        // Native checkpoint: the files open as the same database elsewhere.
+        let native = b.native_checkpoint().unwrap();
+        assert!(native.files.iter().any(|f| f.ends_with(".sst")));
+        let copy = tmp.path().join("download");
+        std::fs::create_dir(&copy).unwrap();
+        for f in &native.files {
+            std::fs::copy(native.path.join(f), copy.join(f)).unwrap();
+        }
+        let reopened = RocksDbStateBackend::from_native(
+            descriptors(),
+            KeyGroupRange::new(0, 16),
+            tmp.path(),
+            &copy,
+            &native.timers,
+        )
+        .unwrap();
+        assert_eq!(take_snapshot(&reopened), snap);
     }
 }

@@ -8,19 +8,20 @@
 //! the coordinator writes `_metadata`, commits the sinks' transactions and tells the tasks.
 //! Tasks and coordinator only exchange messages, as they will across processes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_checkpoint::{
-    checkpoint_dir, get_file, list_checkpoints, prune_checkpoints, read_metadata, write_metadata,
-    CheckpointError, Metadata, OperatorState, SnapshotKind, StateDecl, Storage, SubtaskState,
-    METADATA_FORMAT,
+    checkpoint_dir, get_file, list_checkpoints, prune_checkpoints, read_metadata, shared_dir,
+    write_metadata, CheckpointError, FileRef, Metadata, NativeState, OperatorState, SnapshotKind,
+    StateDecl, Storage, SubtaskState, METADATA_FORMAT,
 };
 use weir_core::{Connector, JobGraph, KeyGroupRange, NodeKind, StateKind};
-use weir_state::KeyedStateBackend;
+use weir_state::{KeyedStateBackend, RocksDbStateBackend};
 
 use crate::connectors;
 use crate::plan::ExecutionPlan;
@@ -163,17 +164,101 @@ impl Restore {
         }))
     }
 
-    /// Fills a fresh backend with the keyed state of operator `uid` in its key groups.
+    /// The RocksDB files of `uid`'s subtask that held exactly `range`, if the snapshot has
+    /// them: a RocksDB task at unchanged key groups opens them as its database.
+    pub(crate) fn native_for(
+        &self,
+        uid: &str,
+        range: KeyGroupRange,
+        states: &[weir_core::StateDescriptor],
+    ) -> Option<&NativeState> {
+        let op = self.metadata.operators.get(uid)?;
+        if old_descriptors(op) != states {
+            // Another state layout: the files' state indices mean something else.
+            return None;
+        }
+        op.subtasks
+            .iter()
+            .find(|s| s.key_groups == Some([range.start, range.end]))
+            .and_then(|s| s.native.as_ref())
+    }
+
+    /// Downloads (and checks) a RocksDB database's files into `into`; returns the timers.
+    fn download_native(&self, n: &NativeState, into: &Path) -> Result<Vec<u8>, JobError> {
+        let shared = shared_dir(&self.dir);
+        let fail = |e: CheckpointError| JobError::Restore(e.to_string());
+        let local = |e: std::io::Error| JobError::Restore(format!("{}: {e}", into.display()));
+        std::fs::create_dir_all(into).map_err(local)?;
+        for (dir, f) in n
+            .shared
+            .iter()
+            .map(|f| (&shared, f))
+            .chain(n.private.iter().map(|f| (&self.dir, f)))
+        {
+            let data = get_file(dir, f).map_err(fail)?;
+            let name = f.path.rsplit('/').next().unwrap_or_default();
+            std::fs::write(into.join(name), data).map_err(local)?;
+        }
+        get_file(&self.dir, &n.timers).map_err(fail)
+    }
+
+    /// A RocksDB backend over the snapshot's files of `n`, and the shared files it holds
+    /// (by local name), which later checkpoints need not upload again.
+    pub(crate) fn open_native(
+        &self,
+        n: &NativeState,
+        states: Vec<weir_core::StateDescriptor>,
+        range: KeyGroupRange,
+        parent: &Path,
+    ) -> Result<(RocksDbStateBackend, HashMap<String, FileRef>), JobError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("weir-restore-")
+            .tempdir_in(
+                parent
+                    .exists()
+                    .then_some(parent)
+                    .unwrap_or(&std::env::temp_dir()),
+            )
+            .map_err(|e| JobError::Restore(e.to_string()))?;
+        let timers = self.download_native(n, scratch.path())?;
+        std::fs::create_dir_all(parent).map_err(|e| JobError::Restore(e.to_string()))?;
+        let b = RocksDbStateBackend::from_native(states, range, parent, scratch.path(), &timers)
+            .map_err(|e| JobError::Restore(e.to_string()))?;
+        let uploaded = n
+            .shared
+            .iter()
+            .map(|f| {
+                let name = f.path.rsplit('/').next().unwrap_or_default().to_string();
+                (name, f.clone())
+            })
+            .collect();
+        Ok((b, uploaded))
+    }
+
+    /// Fills a fresh backend with the keyed state of operator `uid` in its key groups
+    /// (RocksDB files of other key-group ranges are opened under `scratch` and exported).
     pub(crate) fn keyed_state(
         &self,
         uid: &str,
         backend: &mut dyn KeyedStateBackend,
+        scratch: &Path,
     ) -> Result<(), JobError> {
         let Some(op) = self.metadata.operators.get(uid) else {
             return Ok(());
         };
         let range = backend.key_groups();
         for s in &op.subtasks {
+            if let (Some([start, end]), Some(n)) = (s.key_groups, s.native.as_ref()) {
+                if end <= range.start || range.end <= start || start > end {
+                    continue;
+                }
+                let old = KeyGroupRange::new(start, end);
+                let (db, _) = self.open_native(n, old_descriptors(op), old, scratch)?;
+                let data = weir_state::take_snapshot(&db);
+                weir_state::restore_snapshot(backend, &data)
+                    .map_err(|e| JobError::Restore(format!("'{uid}': {e}")))?;
+                continue;
+            }
             let (Some([start, end]), Some(file)) = (s.key_groups, s.file.as_ref()) else {
                 continue;
             };
@@ -238,6 +323,22 @@ impl Restore {
     pub(crate) fn commit_sinks(&self, graph: &JobGraph) -> Result<(), JobError> {
         commit_pending(graph, &self.metadata)
     }
+}
+
+/// The states an operator declared when the snapshot was taken.
+fn old_descriptors(op: &OperatorState) -> Vec<weir_core::StateDescriptor> {
+    op.states
+        .iter()
+        .map(|d| weir_core::StateDescriptor {
+            name: d.name.clone(),
+            kind: match d.kind.as_str() {
+                "list" => StateKind::List,
+                "map" => StateKind::Map,
+                _ => StateKind::Value,
+            },
+            version: d.version,
+        })
+        .collect()
 }
 
 fn commit_pending(graph: &JobGraph, m: &Metadata) -> Result<(), JobError> {

@@ -557,6 +557,8 @@ impl Attempt<'_> {
                 {
                     gate.set_watermark(weir_core::Watermark(w));
                 }
+                // Shared files a restored RocksDB database already has in storage.
+                let mut uploaded = std::collections::HashMap::new();
                 let guest = if v.guest.is_empty() {
                     None
                 } else {
@@ -568,20 +570,40 @@ impl Attempt<'_> {
                         true => {
                             let states = graph.nodes[head].states.clone();
                             let range = KeyGroupRange::for_subtask(max_p, v.parallelism, i);
-                            let mut b: Box<dyn weir_state::KeyedStateBackend> =
-                                match &options.state_backend {
-                                    StateBackendKind::Memory => {
-                                        Box::new(MemoryStateBackend::new(states, range))
-                                    }
-                                    StateBackendKind::RocksDb(dir) => Box::new(
-                                        RocksDbStateBackend::new(states, range, dir)
-                                            .map_err(|e| JobError::Unsupported(e.to_string()))?,
-                                    ),
-                                };
+                            let uid = &graph.nodes[head].uid;
                             let finished = restored_task.as_ref().is_some_and(|r| r.finished);
-                            if let (Some(r), false) = (self.restore, finished) {
-                                r.keyed_state(&graph.nodes[head].uid, b.as_mut())?;
-                            }
+                            let restore = self.restore.filter(|_| !finished);
+                            let scratch = match &options.state_backend {
+                                StateBackendKind::RocksDb(dir) => dir.clone(),
+                                StateBackendKind::Memory => std::env::temp_dir(),
+                            };
+                            let native = restore
+                                .and_then(|r| r.native_for(uid, range, &states).map(|n| (r, n)));
+                            let b: Box<dyn weir_state::KeyedStateBackend> =
+                                match (&options.state_backend, native) {
+                                    (StateBackendKind::RocksDb(dir), Some((r, n))) => {
+                                        // Same key groups and states: the checkpoint's files
+                                        // are the database.
+                                        let (b, up) = r.open_native(n, states, range, dir)?;
+                                        uploaded = up;
+                                        Box::new(b)
+                                    }
+                                    (StateBackendKind::Memory, _) => {
+                                        let mut b = MemoryStateBackend::new(states, range);
+                                        if let Some(r) = restore {
+                                            r.keyed_state(uid, &mut b, &scratch)?;
+                                        }
+                                        Box::new(b)
+                                    }
+                                    (StateBackendKind::RocksDb(dir), None) => {
+                                        let mut b = RocksDbStateBackend::new(states, range, dir)
+                                            .map_err(|e| JobError::Unsupported(e.to_string()))?;
+                                        if let Some(r) = restore {
+                                            r.keyed_state(uid, &mut b, &scratch)?;
+                                        }
+                                        Box::new(b)
+                                    }
+                                };
                             Some(b)
                         }
                         false => None,
@@ -658,6 +680,7 @@ impl Attempt<'_> {
                         source_uid: v.source.map(|n| graph.nodes[n].uid.clone()),
                         sink_uid: v.sink.map(|n| graph.nodes[n].uid.clone()),
                         restored: restored_task,
+                        uploaded,
                     },
                 ));
             }

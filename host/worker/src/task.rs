@@ -29,7 +29,57 @@ use crate::connectors::SourceReader;
 use crate::exchange::{Input, InputGate, Message, Outputs};
 use crate::plan::Vertex;
 use crate::TaskError;
-use weir_checkpoint::{put_file, GeneratorState, SubtaskState};
+use std::collections::HashMap;
+use weir_checkpoint::{put_file, FileRef, GeneratorState, NativeState, Storage, SubtaskState};
+use weir_state::RocksDbStateBackend;
+
+/// Writes a RocksDB backend's files for a checkpoint into `dir`: SST files it has not
+/// uploaded before go to the job's `shared/` directory (incremental), the rest and the
+/// timers into the checkpoint's own directory.
+fn upload_native(
+    rocks: &RocksDbStateBackend,
+    uploaded: &mut HashMap<String, FileRef>,
+    uid: &str,
+    subtask: u32,
+    dir: &Storage,
+) -> Result<NativeState, String> {
+    let native = rocks.native_checkpoint()?;
+    let shared = weir_checkpoint::shared_dir(dir);
+    let read = |f: &str| std::fs::read(native.path.join(f)).map_err(|e| format!("{f}: {e}"));
+    let mut still = HashMap::new();
+    let mut state = NativeState {
+        shared: Vec::new(),
+        private: Vec::new(),
+        timers: put_file(
+            dir,
+            &format!("{uid}/{subtask}.timers"),
+            native.timers.clone(),
+        )
+        .map_err(|e| e.to_string())?,
+    };
+    for f in &native.files {
+        if f.ends_with(".sst") {
+            let r = match uploaded.get(f) {
+                Some(r) => r.clone(),
+                None => put_file(
+                    &shared,
+                    &format!("{uid}/{}/{f}", rocks.instance()),
+                    read(f)?,
+                )
+                .map_err(|e| e.to_string())?,
+            };
+            still.insert(f.clone(), r.clone());
+            state.shared.push(r);
+        } else {
+            let r = put_file(dir, &format!("{uid}/{subtask}.rocksdb/{f}"), read(f)?)
+                .map_err(|e| e.to_string())?;
+            state.private.push(r);
+        }
+    }
+    // Files compacted away are not referenced again.
+    *uploaded = still;
+    Ok(state)
+}
 
 /// A task's side of checkpointing: who it is in snapshots and how it talks to the
 /// coordinator.
@@ -51,6 +101,8 @@ pub(crate) struct TaskLinks {
     pub sink_uid: Option<String>,
     /// What the task restored: it starts finished, or from a watermark.
     pub restored: Option<SubtaskState>,
+    /// RocksDB: SST files already in the job's shared storage, by local name.
+    pub uploaded: HashMap<String, FileRef>,
 }
 
 /// Where a subtask's records come from.
@@ -360,7 +412,7 @@ impl Task {
     /// Passes the barrier on, then snapshots and acknowledges (or declines).
     fn on_barrier(&mut self, b: &Arc<BarrierInfo>) -> Result<(), TaskError> {
         self.outputs.broadcast(|| Message::Barrier(b.clone()))?;
-        let report = match self.snapshot(b.id, Some(&b.dir)) {
+        let report = match self.snapshot(b.id, Some(&b.dir), b.savepoint) {
             Ok(parts) => Report::Ack {
                 id: b.id,
                 task: self.links.index,
@@ -396,6 +448,7 @@ impl Task {
         &mut self,
         id: u64,
         dir: Option<&weir_checkpoint::Storage>,
+        savepoint: bool,
     ) -> Result<Vec<Part>, String> {
         let finished = dir.is_none();
         let subtask = self.links.subtask;
@@ -407,18 +460,30 @@ impl Task {
                 .and_then(|g| g.backend())
                 .ok_or("keyed task without a backend")?;
             let range = backend.key_groups();
-            let data = weir_state::take_snapshot(backend);
-            let file = put_file(dir, &format!("{uid}/{subtask}.state"), data)
-                .map_err(|e| e.to_string())?;
-            parts.push((
-                uid.clone(),
-                subtask,
-                SubtaskState {
+            let state = match backend.as_rocksdb().filter(|_| !savepoint) {
+                Some(rocks) => SubtaskState {
                     key_groups: Some([range.start, range.end]),
-                    file: Some(file),
+                    native: Some(upload_native(
+                        rocks,
+                        &mut self.links.uploaded,
+                        uid,
+                        subtask,
+                        dir,
+                    )?),
                     ..SubtaskState::default()
                 },
-            ));
+                None => {
+                    let data = weir_state::take_snapshot(backend);
+                    let file = put_file(dir, &format!("{uid}/{subtask}.state"), data)
+                        .map_err(|e| e.to_string())?;
+                    SubtaskState {
+                        key_groups: Some([range.start, range.end]),
+                        file: Some(file),
+                        ..SubtaskState::default()
+                    }
+                }
+            };
+            parts.push((uid.clone(), subtask, state));
         }
         if let (Some(uid), Some(position), false) =
             (&self.links.source_uid, &self.position, finished)
@@ -805,8 +870,8 @@ impl Task {
             .expect("not poisoned")
             .clone();
         let parts = match &drained {
-            Some(b) => self.snapshot(b.id, Some(&b.dir)),
-            None => self.snapshot(u64::MAX, None),
+            Some(b) => self.snapshot(b.id, Some(&b.dir), true),
+            None => self.snapshot(u64::MAX, None, false),
         }
         .map_err(TaskError::Protocol)?;
         self.report_finished(parts);
