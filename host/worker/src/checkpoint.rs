@@ -211,17 +211,13 @@ impl Restore {
         range: KeyGroupRange,
         parent: &Path,
     ) -> Result<(RocksDbStateBackend, HashMap<String, FileRef>), JobError> {
+        // Downloaded next to the database's directory, so the files move in by renaming.
+        std::fs::create_dir_all(parent).map_err(|e| JobError::Restore(e.to_string()))?;
         let scratch = tempfile::Builder::new()
             .prefix("weir-restore-")
-            .tempdir_in(
-                parent
-                    .exists()
-                    .then_some(parent)
-                    .unwrap_or(&std::env::temp_dir()),
-            )
+            .tempdir_in(parent)
             .map_err(|e| JobError::Restore(e.to_string()))?;
         let timers = self.download_native(n, scratch.path())?;
-        std::fs::create_dir_all(parent).map_err(|e| JobError::Restore(e.to_string()))?;
         let b = RocksDbStateBackend::from_native(states, range, parent, scratch.path(), &timers)
             .map_err(|e| JobError::Restore(e.to_string()))?;
         let uploaded = n
