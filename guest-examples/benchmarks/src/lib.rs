@@ -1,11 +1,15 @@
-//! The jobs of the throughput benchmark (`cargo bench -p weir-server --bench throughput`),
-//! chosen with `--arg pipeline=...`, over `--arg count=N` datagen records:
+//! The jobs of the benchmarks (`cargo bench -p weir-server --bench throughput` and
+//! `--bench durable`), chosen with `--arg pipeline=...`, over `--arg count=N` datagen
+//! records:
 //!
 //! - `map-filter`: datagen → map → filter → blackhole
 //! - `keyed-count`: datagen over `keys` (default 100,000) keys → running count per key in
 //!   value state → blackhole
 //! - `window-count`: datagen (1 record per ms, `keys` default 100) → 1 s tumbling
 //!   event-time window count per key → blackhole
+//! - `hot-count`: like `keyed-count`, but the first `keys` (default 1,000,000) records touch
+//!   every key once and the rest only the first `hot` (default 10,000) keys; `rate` limits
+//!   records per second
 
 use weir::prelude::*;
 
@@ -76,6 +80,27 @@ pub fn build(env: &mut StreamEnv) -> Result<()> {
         "keyed-count" => {
             let keys = env.arg_parse("keys", 100_000u64)?;
             env.datagen(Datagen::bounded(count).keys(keys))
+                .key_by(|r: &DatagenRecord| r.key)
+                .process(RunningCount)
+                .uid("count")
+                .sink(Sink::blackhole());
+        }
+        "hot-count" => {
+            // The first `keys` records touch every key once; the rest only the first
+            // `hot` keys (for incremental checkpoints after touching a few keys).
+            let keys = env.arg_parse("keys", 1_000_000u64)?;
+            let hot = env.arg_parse("hot", 10_000u64)?.max(1);
+            let rate = env.arg_parse("rate", 0u64)?;
+            let mut gen = Datagen::bounded(count).keys(keys);
+            if rate > 0 {
+                gen = gen.rate(rate);
+            }
+            env.datagen(gen)
+                .map(move |r: DatagenRecord| {
+                    let key = if r.seq < keys { r.seq } else { r.seq % hot };
+                    DatagenRecord { key, ..r }
+                })
+                .uid("keys")
                 .key_by(|r: &DatagenRecord| r.key)
                 .process(RunningCount)
                 .uid("count")

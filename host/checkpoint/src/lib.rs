@@ -186,6 +186,9 @@ pub struct Metadata {
     pub job_id: String,
     /// Wall-clock time of completion, ms since the epoch.
     pub completed_ms: i64,
+    /// From trigger to completion, in ms.
+    #[serde(default)]
+    pub duration_ms: u64,
     /// Key groups of the job.
     pub max_parallelism: u32,
     /// The state backend that took it (`memory`, `rocksdb`).
@@ -391,6 +394,7 @@ mod tests {
             job_name: "j".into(),
             job_id: "j".into(),
             completed_ms: 0,
+            duration_ms: 0,
             max_parallelism: 128,
             backend: "memory".into(),
             finished: false,

@@ -32,6 +32,8 @@ use crate::JobError;
 pub struct BarrierInfo {
     /// Checkpoint id (ascending over a job's life).
     pub id: u64,
+    /// When it was triggered.
+    pub triggered: Instant,
     /// Where tasks write their state files.
     pub dir: Storage,
     /// A savepoint: canonical state only.
@@ -476,6 +478,7 @@ impl Coordinator<'_> {
                 self.next_id += 1;
                 let barrier = Arc::new(BarrierInfo {
                     id,
+                    triggered: Instant::now(),
                     dir: dir.child(&format!("savepoint-{}-{id}", self.job_id)),
                     savepoint: true,
                 });
@@ -498,6 +501,7 @@ impl Coordinator<'_> {
                     let dir = checkpoint_dir(self.job_dir.as_ref().expect("checked"), id);
                     let barrier = Arc::new(BarrierInfo {
                         id,
+                        triggered: Instant::now(),
                         dir,
                         savepoint: false,
                     });
@@ -625,7 +629,8 @@ impl Coordinator<'_> {
         parts: impl Iterator<Item = Part>,
         all_finished: bool,
     ) -> Result<(), JobError> {
-        let m = self.metadata(barrier.id, barrier.savepoint, parts, all_finished);
+        let mut m = self.metadata(barrier.id, barrier.savepoint, parts, all_finished);
+        m.duration_ms = barrier.triggered.elapsed().as_millis() as u64;
         let fail = |e: CheckpointError| JobError::Checkpoint(e.to_string());
         write_metadata(&barrier.dir, &m).map_err(fail)?;
         commit_pending(self.graph, &m)?;
@@ -666,6 +671,7 @@ impl Coordinator<'_> {
                 self.next_id += 1;
                 let b = BarrierInfo {
                     id,
+                    triggered: Instant::now(),
                     dir: checkpoint_dir(job_dir, id),
                     savepoint: false,
                 };
@@ -740,6 +746,7 @@ impl Coordinator<'_> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
+            duration_ms: 0,
             max_parallelism: self.graph.max_parallelism,
             backend: self.backend.to_string(),
             finished: all_finished,

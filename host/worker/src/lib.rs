@@ -216,6 +216,9 @@ pub struct JobSummary {
     pub restarts: u32,
     /// The savepoint the job stopped with.
     pub savepoint: Option<String>,
+    /// From the start of the last attempt until its tasks ran: opening guest instances and
+    /// restoring state.
+    pub startup: Duration,
 }
 
 impl fmt::Display for JobSummary {
@@ -352,10 +355,10 @@ pub fn run_job(
             guest_source,
         };
         match attempt.run(component, options, &mut next_id, &mut latest) {
-            Ok((counters, savepoint)) => {
-                return Ok(summary(
-                    &graph, &plan, &counters, started, restarts, savepoint,
-                ))
+            Ok((counters, savepoint, startup)) => {
+                let mut s = summary(&graph, &plan, &counters, started, restarts, savepoint);
+                s.startup = startup;
+                return Ok(s);
             }
             Err(e) if e.restartable() => {
                 restarts += 1;
@@ -416,7 +419,8 @@ impl Attempt<'_> {
         options: &JobOptions,
         next_id: &mut u64,
         latest: &mut Option<Restore>,
-    ) -> Result<(Arc<JobCounters>, Option<String>), JobError> {
+    ) -> Result<(Arc<JobCounters>, Option<String>, Duration), JobError> {
+        let attempt_started = Instant::now();
         let (graph, plan) = (self.graph, self.plan);
         let max_p = graph.max_parallelism;
         let mut args = options.args.clone();
@@ -706,6 +710,7 @@ impl Attempt<'_> {
                 .map_err(|e| JobError::Unsupported(format!("cannot start a task thread: {e}")))?;
             handles.push((label, handle));
         }
+        let startup = attempt_started.elapsed();
 
         let savepoint_dir = match (&options.savepoint_dir, self.guest_source) {
             (Some(_), true) => {
@@ -768,8 +773,8 @@ impl Attempt<'_> {
             return Err(f);
         }
         match outcome? {
-            Outcome::Finished if !cancelled => Ok((counters, None)),
-            Outcome::Stopped(savepoint) => Ok((counters, Some(savepoint))),
+            Outcome::Finished if !cancelled => Ok((counters, None, startup)),
+            Outcome::Stopped(savepoint) => Ok((counters, Some(savepoint), startup)),
             _ => Err(JobError::Cancelled),
         }
     }
@@ -814,5 +819,6 @@ fn summary(
         duration: started.elapsed(),
         restarts,
         savepoint,
+        startup: Duration::ZERO,
     }
 }
