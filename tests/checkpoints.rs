@@ -860,3 +860,53 @@ fn rocksdb_checkpoints_are_incremental_and_restore_anywhere() {
         );
     }
 }
+
+#[test]
+fn sigusr1_takes_a_savepoint_and_the_job_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let expected = key_files(&input, 4, 1_500);
+    let total: u64 = expected.values().sum();
+    let out = dir.path().join("out");
+    let sp_dir = dir.path().join("sp").display().to_string();
+    let child = spawn(&file_job(
+        &input,
+        &out,
+        2,
+        2_000,
+        &["--savepoint-dir", &sp_dir],
+    ));
+    std::thread::sleep(Duration::from_millis(700));
+    let status = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let sp = e
+        .lines()
+        .find_map(|l| l.strip_prefix("savepoint taken: "))
+        .unwrap_or_else(|| panic!("no savepoint reported:\n{e}"))
+        .to_string();
+    // The job itself went on to the end, exactly once.
+    assert_eq!(check_counts(&out.join("counts"), total), expected);
+    // The savepoint restores: the counts go on from where it was taken.
+    let out2 = dir.path().join("out2");
+    run_ok(&file_job(&input, &out2, 3, 0, &["--from-savepoint", &sp]));
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows = 0;
+    for v in read_json_lines(&out2.join("counts")) {
+        let n = last.entry(v["key"].as_str().unwrap().into()).or_default();
+        *n = (*n).max(v["count"].as_u64().unwrap());
+        rows += 1;
+    }
+    assert!(
+        rows > 0 && rows < total,
+        "{rows} of {total} after the savepoint"
+    );
+    for (k, n) in last {
+        assert_eq!(n, expected[&k], "key {k}");
+    }
+}

@@ -128,7 +128,8 @@ struct DurableArgs {
     /// Drop state of operators the job no longer has instead of failing.
     #[arg(long)]
     allow_non_restored_state: bool,
-    /// Ctrl-C / SIGTERM stop the job with a savepoint written under this directory.
+    /// Ctrl-C / SIGTERM stop the job with a savepoint written under this directory;
+    /// SIGUSR1 takes one and the job goes on.
     #[arg(long, value_name = "URL")]
     savepoint_dir: Option<String>,
     /// With --savepoint-dir: end the input first (final watermark: windows fire).
@@ -251,6 +252,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => cancel.store(true, Ordering::Relaxed),
             })
             .context("cannot install the Ctrl-C handler")?;
+            if options.savepoint_dir.is_some() {
+                // SIGUSR1: a savepoint, and the job goes on.
+                signal_hook::flag::register(
+                    signal_hook::consts::SIGUSR1,
+                    options.savepoint_now.clone(),
+                )
+                .context("cannot install the SIGUSR1 handler")?;
+                let (tx, rx) = crossbeam_channel::unbounded::<String>();
+                options.savepoints = Some(tx);
+                std::thread::spawn(move || {
+                    for url in rx {
+                        eprintln!("savepoint taken: {url}");
+                    }
+                });
+            }
             match run_job(&component, &options) {
                 Ok(summary) => {
                     eprint!("{summary}");

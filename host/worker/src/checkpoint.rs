@@ -438,6 +438,8 @@ pub(crate) struct Coordinator<'a> {
     /// The user's cancel: passed on to this attempt's tasks.
     pub user_cancel: Arc<AtomicBool>,
     pub stop: Arc<AtomicBool>,
+    pub savepoint_now: Arc<AtomicBool>,
+    pub savepoints: Option<Sender<String>>,
     pub drain: bool,
     pub savepoint_dir: Option<Storage>,
     pub control: Arc<Control>,
@@ -488,6 +490,22 @@ impl Coordinator<'_> {
                 } else {
                     // A savepoint replaces any checkpoint in flight.
                     pending = Some(self.trigger(barrier, &finished, true));
+                }
+            }
+            if !stopping && pending.is_none() && self.savepoint_now.swap(false, Ordering::Relaxed) {
+                match self.savepoint_dir.clone() {
+                    Some(dir) => {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        let barrier = Arc::new(BarrierInfo {
+                            id,
+                            triggered: Instant::now(),
+                            dir: dir.child(&format!("savepoint-{}-{id}", self.job_id)),
+                            savepoint: true,
+                        });
+                        pending = Some(self.trigger(barrier, &finished, false));
+                    }
+                    None => tracing::warn!("a savepoint was asked for, but no savepoint directory"),
                 }
             }
             let due = self
@@ -570,6 +588,9 @@ impl Coordinator<'_> {
                         failures = 0;
                         for t in &self.tasks {
                             let _ = t.notices.send(id);
+                        }
+                        if let (true, Some(tx)) = (p.barrier.savepoint, &self.savepoints) {
+                            let _ = tx.send(p.barrier.dir.url().to_string());
                         }
                         if stop {
                             self.cancel.store(true, Ordering::Relaxed);

@@ -120,6 +120,10 @@ pub struct JobOptions {
     pub cancel: Arc<AtomicBool>,
     /// Set to stop the job with a savepoint into `savepoint_dir` (without one: cancel).
     pub stop: Arc<AtomicBool>,
+    /// Set to take a savepoint into `savepoint_dir` and go on (cleared when taken).
+    pub savepoint_now: Arc<AtomicBool>,
+    /// Told the location of every savepoint taken while the job runs.
+    pub savepoints: Option<crossbeam_channel::Sender<String>>,
     /// Checkpointing.
     pub checkpoints: CheckpointConfig,
     /// The job's id under the checkpoint root (default: its name).
@@ -169,6 +173,8 @@ impl JobOptions {
             channel_capacity: 4,
             cancel: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
+            savepoint_now: Arc::new(AtomicBool::new(false)),
+            savepoints: None,
             checkpoints: CheckpointConfig::default(),
             job_id: None,
             restart: None,
@@ -731,6 +737,8 @@ impl Attempt<'_> {
             cancel: cancel.clone(),
             user_cancel: options.cancel.clone(),
             stop: options.stop.clone(),
+            savepoint_now: options.savepoint_now.clone(),
+            savepoints: options.savepoints.clone(),
             drain: options.drain,
             savepoint_dir,
             control,
