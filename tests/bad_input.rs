@@ -78,13 +78,13 @@ fn a_component_of_another_wit_version() {
             (core instance $i (instantiate $m))
             (func $f (canon lift (core func $i "f")))
             (instance $job (export "plan" (func $f)))
-            (export "weir:stream/job@0.2.0" (instance $job)))"#,
+            (export "weir:stream/job@0.3.0" (instance $job)))"#,
     )
     .unwrap();
     let f = write(dir.path(), "v2.wasm", &component);
     assert_says(
         &fails(&["run", &f]),
-        &["targets weir:stream@0.2.0", "supports weir:stream@0.1.0"],
+        &["targets weir:stream@0.3.0", "supports weir:stream@0.2.0"],
     );
 }
 

@@ -194,7 +194,7 @@ fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
         let store = store();
         let args = datagen_job(
             &out,
-            10_000,
+            5_000,
             &[
                 "--checkpoint-dir",
                 &store.url,
@@ -203,10 +203,19 @@ fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
             ],
         );
         let mut args = args;
-        args.extend(backend(i, dir.path()));
+        args.extend(backend(i / 2, dir.path()));
         let mut child = spawn(&args);
-        let wait = Duration::from_millis(150 + rng.below(800));
-        std::thread::sleep(wait);
+        let started = Instant::now();
+        if i % 2 == 1 {
+            // Every other run dies after its first checkpoint, the rest at any moment.
+            while !has_checkpoint(&store) && started.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(600)));
+        } else {
+            std::thread::sleep(Duration::from_millis(150 + rng.below(1_500)));
+        }
+        let wait = started.elapsed();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         if has_checkpoint(&store) {
@@ -908,5 +917,53 @@ fn sigusr1_takes_a_savepoint_and_the_job_goes_on() {
     );
     for (k, n) in last {
         assert_eq!(n, expected[&k], "key {k}");
+    }
+}
+
+/// Counts of the durable job with expiring state over one key: `rate` records per second.
+fn ttl_counts(dir: &Path, rate: u64, extra: &[&str]) -> Vec<u64> {
+    let out = dir.join(format!("out-{rate}-{}", extra.len()));
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        guest("durable").display().to_string(),
+        "--arg".into(),
+        format!("output={}", out.display()),
+        "--arg".into(),
+        "count=5".into(),
+        "--arg".into(),
+        "keys=1".into(),
+        "--arg".into(),
+        format!("rate={rate}"),
+        "--arg".into(),
+        "ttl=true".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run_ok(&args);
+    let mut counts: Vec<u64> = read_json_lines(&out.join("counts"))
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .collect();
+    counts.sort_unstable();
+    counts
+}
+
+#[test]
+fn state_with_a_ttl_expires_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let rocksdb = ["--state-backend", "rocksdb", "--state-dir", &state];
+    for extra in [&[][..], &rocksdb[..]] {
+        // Records 500 ms apart, state living 300 ms: every record finds its key's count gone.
+        assert_eq!(
+            ttl_counts(dir.path(), 2, extra),
+            [1, 1, 1, 1, 1],
+            "{extra:?}"
+        );
+        // All at once: the state lives.
+        assert_eq!(
+            ttl_counts(dir.path(), 0, extra),
+            [1, 2, 3, 4, 5],
+            "{extra:?}"
+        );
     }
 }

@@ -88,6 +88,10 @@ pub(crate) fn to_wit_plan(g: &GraphDef) -> w::JobPlan {
                         crate::state::StateKind::Map => w::StateKind::Map,
                     },
                     version: s.version,
+                    ttl: s.ttl.map(|t| w::StateTtl {
+                        ttl_ms: t.ttl_ms,
+                        refresh_on_read: t.refresh_on_read,
+                    }),
                 })
                 .collect(),
             watermarks: n.watermarks.map(|s| w::WatermarkStrategy {

@@ -71,7 +71,7 @@ pub use stream::StreamEnv;
 pub mod prelude {
     pub use crate::connectors::{Datagen, DatagenRecord, FileSource, Sink};
     pub use crate::process::{Context, KeyedProcessFunction};
-    pub use crate::state::{ListState, MapState, StateDescriptor, ValueState};
+    pub use crate::state::{ListState, MapState, StateDescriptor, StateTtl, ValueState};
     pub use crate::stream::{DataStream, KeyedStream, OutputTag, StreamEnv, WatermarkStrategy};
     pub use crate::window::{AggregateFunction, TimeWindow, WindowAssigner};
     pub use crate::{Data, Error, Result, TimeDomain};

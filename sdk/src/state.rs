@@ -11,6 +11,16 @@
 //! const STATE: &[StateDescriptor] = &[COUNT.descriptor(), SEEN.descriptor()];
 //! assert_eq!(STATE[0].name, "count");
 //! ```
+//!
+//! State can expire (Flink's state TTL): a value not written for the given time is gone, and
+//! the host removes it.
+//!
+//! ```
+//! use weir::state::{StateTtl, ValueState};
+//! const LAST_SEEN: ValueState<i64> =
+//!     ValueState::new("last-seen", 1).with_ttl(StateTtl::after_write_ms(60_000));
+//! assert_eq!(LAST_SEEN.descriptor().ttl.unwrap().ttl_ms, 60_000);
+//! ```
 
 use std::marker::PhantomData;
 
@@ -34,6 +44,36 @@ pub struct StateDescriptor {
     pub kind: StateKind,
     /// Version of the stored type; bump it when the type changes incompatibly.
     pub version: u32,
+    /// How long the state lives (`None`: until cleared).
+    pub ttl: Option<StateTtl>,
+}
+
+/// Time to live of keyed state, in processing time. Expired state is never returned; the
+/// host removes it on access and in the background (RocksDB compaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateTtl {
+    /// Milliseconds.
+    pub ttl_ms: u64,
+    /// Reads restart the clock too.
+    pub refresh_on_read: bool,
+}
+
+impl StateTtl {
+    /// Expires `ms` after the last write (Flink's `OnCreateAndWrite`).
+    pub const fn after_write_ms(ms: u64) -> Self {
+        StateTtl {
+            ttl_ms: ms,
+            refresh_on_read: false,
+        }
+    }
+
+    /// Expires `ms` after the last read or write (Flink's `OnReadAndWrite`).
+    pub const fn after_access_ms(ms: u64) -> Self {
+        StateTtl {
+            ttl_ms: ms,
+            refresh_on_read: true,
+        }
+    }
 }
 
 macro_rules! handle {
@@ -42,18 +82,29 @@ macro_rules! handle {
         pub struct $name<$($t),+> {
             name: &'static str,
             version: u32,
+            ttl: Option<StateTtl>,
             _type: PhantomData<fn() -> ($($t,)+)>,
         }
 
         impl<$($t),+> $name<$($t),+> {
             /// A handle for the state called `name`, at schema `version`.
             pub const fn new(name: &'static str, version: u32) -> Self {
-                $name { name, version, _type: PhantomData }
+                $name { name, version, ttl: None, _type: PhantomData }
+            }
+
+            /// The same state, expiring as `ttl` says.
+            pub const fn with_ttl(self, ttl: StateTtl) -> Self {
+                $name { ttl: Some(ttl), ..self }
             }
 
             /// The descriptor to list in the operator's `STATE`.
             pub const fn descriptor(&self) -> StateDescriptor {
-                StateDescriptor { name: self.name, kind: $kind, version: self.version }
+                StateDescriptor {
+                    name: self.name,
+                    kind: $kind,
+                    version: self.version,
+                    ttl: self.ttl,
+                }
             }
 
             /// The state's name.

@@ -235,6 +235,7 @@ const CONTENTS: StateDescriptor = StateDescriptor {
     name: "window-contents",
     kind: StateKind::Value,
     version: 1,
+    ttl: None,
 };
 
 impl<K: Data, T: Data> WindowedStream<K, T> {

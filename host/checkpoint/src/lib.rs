@@ -76,6 +76,12 @@ pub struct StateDecl {
     pub kind: String,
     /// Schema version.
     pub version: u32,
+    /// Time to live in ms, if the state has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// The TTL restarts on reads too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh_on_read: bool,
 }
 
 /// A source's event-time progress, restored so that lateness is judged as before.

@@ -21,6 +21,6 @@ mod time;
 pub use keygroup::{key_group_for, subtask_for_key_group, KeyGroupRange, DEFAULT_MAX_PARALLELISM};
 pub use plan::{
     Connector, Edge, JobGraph, Node, NodeKind, Partitioning, PlanError, StateDescriptor, StateKind,
-    WatermarkStrategy,
+    StateTtl, WatermarkStrategy,
 };
 pub use time::{Timestamp, Watermark};

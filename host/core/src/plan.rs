@@ -35,6 +35,17 @@ pub struct StateDescriptor {
     pub kind: StateKind,
     /// Schema version chosen by the job author.
     pub version: u32,
+    /// Time to live (design note 0003).
+    pub ttl: Option<StateTtl>,
+}
+
+/// How long keyed state lives after its last write (or read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateTtl {
+    /// Milliseconds of processing time.
+    pub ttl_ms: u64,
+    /// Reads restart the clock too.
+    pub refresh_on_read: bool,
 }
 
 /// How a source or timestamp assigner generates watermarks.
@@ -414,6 +425,7 @@ mod tests {
             name: "n".into(),
             kind: StateKind::Value,
             version: 1,
+            ttl: None,
         });
         let g = graph(vec![source("s"), op], vec![edge(0, 1)]);
         assert_eq!(

@@ -19,8 +19,8 @@ use crate::chain::GuestChain;
 use crate::error::{GuestError, LoadError};
 use crate::host::TaskData;
 
-/// The contract version this host speaks (`weir:stream@0.1.x`).
-pub const SUPPORTED_WIT: &str = "0.1.0";
+/// The contract version this host speaks (`weir:stream@0.2.x`).
+pub const SUPPORTED_WIT: &str = "0.2.0";
 const JOB_EXPORT: &str = "weir:stream/job@";
 
 /// Sandbox and engine settings.
@@ -344,6 +344,10 @@ fn to_graph(p: wit::JobPlan, default_parallelism: u32) -> JobGraph {
                             wit::StateKind::Map => StateKind::Map,
                         },
                         version: s.version,
+                        ttl: s.ttl.map(|t| weir_core::StateTtl {
+                            ttl_ms: t.ttl_ms,
+                            refresh_on_read: t.refresh_on_read,
+                        }),
                     })
                     .collect(),
                 watermarks: n.watermarks.map(|w| WatermarkStrategy {

@@ -11,7 +11,7 @@
 //! use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
 //! use weir_state::{KeyedStateBackend, MemoryStateBackend, TimeDomain};
 //!
-//! let states = vec![StateDescriptor { name: "count".into(), kind: StateKind::Value, version: 1 }];
+//! let states = vec![StateDescriptor { name: "count".into(), kind: StateKind::Value, version: 1, ttl: None }];
 //! let mut backend = MemoryStateBackend::new(states, KeyGroupRange::new(0, 128));
 //! backend.put_value(0, 7, b"alice", b"3");
 //! backend.with_value(0, 7, b"alice", &mut |v| assert_eq!(v, Some(&b"3"[..])));
@@ -26,10 +26,12 @@ mod memory;
 mod rocks;
 pub mod snapshot;
 mod timers;
+mod ttl;
 
 pub use memory::MemoryStateBackend;
 pub use rocks::{NativeCheckpoint, RocksDbError, RocksDbStateBackend};
 pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
+pub use ttl::TtlBackend;
 use weir_core::{KeyGroupRange, StateDescriptor};
 
 /// Index of a state in its operator's declared descriptors.
@@ -158,6 +160,10 @@ pub trait KeyedStateBackend: Send {
     /// Writes every entry and timer into `w`, one section per non-empty key group in
     /// ascending order (see [`snapshot`]).
     fn export(&self, w: &mut SnapshotWriter);
+
+    /// The task finished applying a batch's results (a TTL wrapper applies the work its
+    /// reads queued).
+    fn end_batch(&mut self) {}
 
     /// The RocksDB backend, for incremental checkpoints of its own files.
     fn as_rocksdb(&self) -> Option<&RocksDbStateBackend> {

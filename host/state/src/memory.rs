@@ -304,6 +304,7 @@ mod tests {
             name: name.into(),
             kind,
             version: 1,
+            ttl: None,
         };
         MemoryStateBackend::new(
             vec![

@@ -115,6 +115,32 @@ impl RocksDbStateBackend {
         };
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        // Values of states with a TTL carry their access time: compaction drops expired ones.
+        let ttls: Vec<Option<(StateKind, u64)>> = descriptors
+            .iter()
+            .map(|d| d.ttl.map(|t| (d.kind, t.ttl_ms)))
+            .collect();
+        if ttls.iter().any(Option::is_some) {
+            opts.set_compaction_filter("weir-state-ttl", move |_level, key, value| {
+                let Some(Some((kind, ttl_ms))) =
+                    key.get(2).map(|&s| ttls.get(s as usize).copied().flatten())
+                else {
+                    return rocksdb::compaction_filter::Decision::Keep;
+                };
+                let now = crate::ttl::now_ms();
+                let expired = match kind {
+                    StateKind::List => decode_list(value)
+                        .iter()
+                        .all(|item| crate::ttl::is_expired(item, ttl_ms, now)),
+                    _ => crate::ttl::is_expired(value, ttl_ms, now),
+                };
+                if expired {
+                    rocksdb::compaction_filter::Decision::Remove
+                } else {
+                    rocksdb::compaction_filter::Decision::Keep
+                }
+            });
+        }
         opts.set_write_buffer_size(64 << 20);
         opts.set_max_write_buffer_number(3);
         opts.increase_parallelism(2);
@@ -146,6 +172,12 @@ impl RocksDbStateBackend {
             pending: RefCell::new((WriteBatch::default(), 0)),
             key_buf: RefCell::new(Vec::with_capacity(64)),
         })
+    }
+
+    /// Compacts the whole database now (RocksDB also compacts by itself).
+    pub fn compact(&self) {
+        self.apply_pending();
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
     }
 
     /// Identifies this database instance (its SST names are unique only within it).
@@ -484,6 +516,7 @@ mod tests {
             name: name.into(),
             kind,
             version: 1,
+            ttl: None,
         };
         vec![
             d("v", StateKind::Value),

@@ -8,8 +8,8 @@
 //! skipped by length).
 //!
 //! ```text
-//! magic "WEIRSTAT", u16 format (1)
-//! u32 states, states x { str name, u8 kind, u32 version }
+//! magic "WEIRSTAT", u16 format (2; 1 is read too)
+//! u32 states, states x { str name, u8 kind (bit 7: a TTL), u32 version }
 //! sections: u8 1, u32 key_group, u64 body_len, body
 //!   body entries: u8 tag
 //!     1 value { u32 state, bytes key, bytes value }
@@ -28,8 +28,11 @@ use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
 use crate::{KeyedStateBackend, TimeDomain};
 
 const MAGIC: &[u8; 8] = b"WEIRSTAT";
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT: u16 = 1;
+/// The snapshot format this build writes (it reads 1 too).
+pub const SNAPSHOT_FORMAT: u16 = 2;
+/// Bit 7 of a state's kind byte: the state has a TTL and its values carry their last access
+/// time (design note 0003). Format 2.
+const TTL_FLAG: u8 = 0x80;
 
 const TAG_END: u8 = 0;
 const TAG_SECTION: u8 = 1;
@@ -103,7 +106,8 @@ impl SnapshotWriter {
         };
         for d in descriptors {
             w.bytes(d.name.as_bytes());
-            w.out.push(kind_tag(d.kind));
+            w.out
+                .push(kind_tag(d.kind) | if d.ttl.is_some() { TTL_FLAG } else { 0 });
             w.u32(d.version);
         }
         w
@@ -246,20 +250,17 @@ pub struct RestoreStats {
     pub entries: u64,
 }
 
-/// The state names and kinds a snapshot declares, without reading its sections.
-pub fn snapshot_states(data: &[u8]) -> Result<Vec<StateDescriptor>, SnapshotError> {
-    let mut r = Reader { data, at: 0 };
-    header(&mut r)
-}
+/// A state as a snapshot's header declares it, and whether it had a TTL.
+type Declared = (StateDescriptor, bool);
 
-fn header(r: &mut Reader<'_>) -> Result<Vec<StateDescriptor>, SnapshotError> {
+fn header(r: &mut Reader<'_>) -> Result<Vec<Declared>, SnapshotError> {
     if r.data.len() < 10 || &r.data[..8] != MAGIC {
         return Err(SnapshotError::Format(0));
     }
     r.at = 8;
     let format = u16::from_le_bytes([r.data[8], r.data[9]]);
     r.at = 10;
-    if format != SNAPSHOT_FORMAT {
+    if !(1..=SNAPSHOT_FORMAT).contains(&format) {
         return Err(SnapshotError::Format(format));
     }
     let n = r.u32()?;
@@ -268,18 +269,23 @@ fn header(r: &mut Reader<'_>) -> Result<Vec<StateDescriptor>, SnapshotError> {
         let name = std::str::from_utf8(r.bytes()?)
             .map_err(|_| r.fail("state name is not UTF-8"))?
             .to_string();
-        let kind = match r.u8()? {
+        let tag = r.u8()?;
+        let kind = match tag & !TTL_FLAG {
             0 => StateKind::Value,
             1 => StateKind::List,
             2 => StateKind::Map,
             k => return Err(r.fail(format!("unknown state kind {k}"))),
         };
         let version = r.u32()?;
-        states.push(StateDescriptor {
-            name,
-            kind,
-            version,
-        });
+        states.push((
+            StateDescriptor {
+                name,
+                kind,
+                version,
+                ttl: None,
+            },
+            tag & TTL_FLAG != 0,
+        ));
     }
     Ok(states)
 }
@@ -296,7 +302,9 @@ pub fn restore_snapshot(
     let mut r = Reader { data, at: 0 };
     let states = header(&mut r)?;
     let mut map: Vec<Option<u32>> = Vec::with_capacity(states.len());
-    for s in &states {
+    // Per state of the snapshot: its TTL in the restoring backend, to drop expired entries.
+    let mut ttl: Vec<Option<u64>> = Vec::with_capacity(states.len());
+    for (s, had_ttl) in &states {
         let target = backend.descriptors().iter().position(|d| d.name == s.name);
         if let Some(i) = target {
             let d = &backend.descriptors()[i];
@@ -320,9 +328,33 @@ pub fn restore_snapshot(
                     ),
                 });
             }
+            if *had_ttl != d.ttl.is_some() {
+                return Err(SnapshotError::Incompatible {
+                    name: s.name.clone(),
+                    message: format!(
+                        "the snapshot's state {} a TTL, the operator's {}; switching a TTL on \
+                         or off needs another state name",
+                        if *had_ttl { "has" } else { "has no" },
+                        if d.ttl.is_some() {
+                            "has one"
+                        } else {
+                            "has none"
+                        }
+                    ),
+                });
+            }
         }
+        ttl.push(target.and_then(|i| backend.descriptors()[i].ttl.map(|t| t.ttl_ms)));
         map.push(target.map(|i| i as u32));
     }
+    let now = crate::ttl::now_ms();
+    // A TTL value is `last_access i64 LE | value`: expired ones are not restored.
+    let expired = |s: u32, v: &[u8]| -> bool {
+        match ttl.get(s as usize).copied().flatten() {
+            Some(ttl_ms) => crate::ttl::is_expired(v, ttl_ms, now),
+            None => false,
+        }
+    };
     let range: KeyGroupRange = backend.key_groups();
     let mut stats = RestoreStats::default();
     let mut seen = 0u64;
@@ -356,30 +388,31 @@ pub fn restore_snapshot(
                 TAG_VALUE => {
                     let s = r.u32()?;
                     let (key, value) = (r.bytes()?, r.bytes()?);
-                    if let Some(s) = state_of(&r, s)? {
+                    let expired = expired(s, value);
+                    if let (Some(s), false) = (state_of(&r, s)?, expired) {
                         backend.put_value(s, kg, key, value);
                     }
                 }
                 TAG_LIST => {
-                    let s = r.u32()?;
-                    let s = state_of(&r, s)?;
+                    let index = r.u32()?;
+                    let s = state_of(&r, index)?;
                     let key = r.bytes()?;
                     let n = r.u32()?;
                     for _ in 0..n {
                         let item = r.bytes()?;
-                        if let Some(s) = s {
+                        if let (Some(s), false) = (s, expired(index, item)) {
                             backend.list_add(s, kg, key, item);
                         }
                     }
                 }
                 TAG_MAP => {
-                    let s = r.u32()?;
-                    let s = state_of(&r, s)?;
+                    let index = r.u32()?;
+                    let s = state_of(&r, index)?;
                     let key = r.bytes()?;
                     let n = r.u32()?;
                     for _ in 0..n {
                         let (uk, v) = (r.bytes()?, r.bytes()?);
-                        if let Some(s) = s {
+                        if let (Some(s), false) = (s, expired(index, v)) {
                             backend.map_put(s, kg, key, uk, v);
                         }
                     }
@@ -428,6 +461,7 @@ mod tests {
             name: name.into(),
             kind,
             version: 1,
+            ttl: None,
         };
         vec![
             d("v", StateKind::Value),

@@ -335,6 +335,10 @@ fn old_descriptors(op: &OperatorState) -> Vec<weir_core::StateDescriptor> {
                 _ => StateKind::Value,
             },
             version: d.version,
+            ttl: d.ttl_ms.map(|ttl_ms| weir_core::StateTtl {
+                ttl_ms,
+                refresh_on_read: d.refresh_on_read,
+            }),
         })
         .collect()
 }
@@ -736,6 +740,8 @@ impl Coordinator<'_> {
                                     }
                                     .into(),
                                     version: d.version,
+                                    ttl_ms: d.ttl.map(|t| t.ttl_ms),
+                                    refresh_on_read: d.ttl.is_some_and(|t| t.refresh_on_read),
                                 })
                                 .collect()
                         })

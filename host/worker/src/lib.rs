@@ -614,6 +614,13 @@ impl Attempt<'_> {
                                         Box::new(b)
                                     }
                                 };
+                            // States with a TTL: stamped and checked on every access.
+                            let b: Box<dyn weir_state::KeyedStateBackend> =
+                                if b.descriptors().iter().any(|d| d.ttl.is_some()) {
+                                    Box::new(weir_state::TtlBackend::new(b))
+                                } else {
+                                    b
+                                };
                             Some(b)
                         }
                         false => None,

@@ -740,6 +740,9 @@ impl Task {
                 }
             }
         }
+        if let Some(b) = guest.backend_mut() {
+            b.end_batch();
+        }
         if let (Some(ts), Some(g)) = (result.max_timestamp, self.generator.as_mut()) {
             g.observe(ts);
         }

@@ -133,7 +133,8 @@ impl Throttle {
         }
     }
 
-    /// How many of `max` records may be read now (at least 1), sleeping until one is due.
+    /// How many of `max` records may be read now, sleeping (at most 100 ms, so that the
+    /// caller can see a cancellation) until the next one is due; 0 when none is yet.
     pub(crate) fn allow(&mut self, max: usize) -> usize {
         let Some(rate) = self.rate else {
             return max;
@@ -143,8 +144,8 @@ impl Throttle {
         if due > elapsed {
             std::thread::sleep((due - elapsed).min(Duration::from_millis(100)));
         }
-        let allowed = (self.started.elapsed().as_secs_f64() * rate as f64) as u64;
-        (max as u64).min(allowed.saturating_sub(self.emitted).max(1)) as usize
+        let allowed = (self.started.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+        (max as u64).min(allowed.saturating_sub(self.emitted)) as usize
     }
 
     pub(crate) fn emitted(&mut self, n: usize) {

@@ -6,6 +6,8 @@
 //!   subtask; `source=file`: lines `<key> <anything>` of the files under `input`, at `rate`.
 //! - `output=DIR`: `DIR/counts` gets `{"key", "count"}` per record, `DIR/windows` gets
 //!   `{"key", "start", "count"}` per window (datagen only).
+//! - `ttl=true`: the running count's state expires 300 ms after its last write, so a key
+//!   seen again later starts from 1.
 //! - `fail-at=N`: the counting operator panics on the record with sequence number N
 //!   (datagen: `seq`; file: the line's second word) — on the first attempt only
 //!   (`weir.attempt` is 0), so a restarted job gets past it.
@@ -29,6 +31,8 @@ struct WindowCount {
 }
 
 const COUNT: ValueState<u64> = ValueState::new("count", 1);
+const COUNT_TTL: ValueState<u64> =
+    ValueState::new("count", 1).with_ttl(StateTtl::after_write_ms(300));
 const SEEN: ValueState<u64> = ValueState::new("seen", 1);
 
 /// Running count per key; panics once, at the chosen record, on the first attempt.
@@ -53,6 +57,27 @@ impl KeyedProcessFunction for RunningCount {
         }
         let count = ctx.value(&COUNT).get()?.unwrap_or(0) + 1;
         ctx.value(&COUNT).set(&count)?;
+        ctx.emit(Count { key, count })
+    }
+}
+
+/// The running count, with state that expires.
+#[derive(Clone)]
+struct ExpiringCount;
+
+impl KeyedProcessFunction for ExpiringCount {
+    type Key = String;
+    type In = (String, u64);
+    type Out = Count;
+    const STATE: &'static [StateDescriptor] = &[COUNT_TTL.descriptor()];
+
+    fn process_element(
+        &mut self,
+        (key, _): (String, u64),
+        ctx: &mut Context<'_, '_, String, Count>,
+    ) -> Result<()> {
+        let count = ctx.value(&COUNT_TTL).get()?.unwrap_or(0) + 1;
+        ctx.value(&COUNT_TTL).set(&count)?;
         ctx.emit(Count { key, count })
     }
 }
@@ -141,9 +166,13 @@ fn build(env: &mut StreamEnv) -> Result<()> {
                 .uid("pairs")
         }
     };
-    keyed
-        .key_by(|p: &(String, u64)| p.0.clone())
-        .process(RunningCount { fail_at })
+    let keyed = keyed.key_by(|p: &(String, u64)| p.0.clone());
+    let counts = if env.arg_or("ttl", "false") == "true" {
+        keyed.process(ExpiringCount)
+    } else {
+        keyed.process(RunningCount { fail_at })
+    };
+    counts
         .uid("count")
         .sink(Sink::file(format!("{output}/counts")))
         .uid("counts-sink");

@@ -62,6 +62,7 @@ impl Guest for Raw {
                 name: "s".into(),
                 kind: StateKind::Value,
                 version: 1,
+                ttl: None,
             }),
             "plan-error" => return Err("this job refuses to plan".into()),
             _ => {}

@@ -1,0 +1,488 @@
+//! State time-to-live (design note 0003): a wrapper around any backend.
+//!
+//! Values of a state with a TTL are stored as `last_access_ms i64 LE | value` (each list
+//! element and map value too). Reads never return an expired value; they queue its removal
+//! (and, with `refresh_on_read`, a rewrite with the new access time), which runs before the
+//! next write and at the end of each batch ([`KeyedStateBackend::end_batch`]): reads happen
+//! under `&self`, while the task prefetches.
+
+use std::cell::RefCell;
+
+use weir_core::{KeyGroupRange, StateDescriptor, StateTtl};
+
+use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer, ValueHint};
+
+/// Processing time, in ms since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a stored TTL value (`last_access | value`) has expired at `now`.
+pub(crate) fn is_expired(stored: &[u8], ttl_ms: u64, now: i64) -> bool {
+    match stored.get(..8) {
+        Some(ts) => {
+            let ts = i64::from_le_bytes(ts.try_into().expect("8"));
+            now.saturating_sub(ts) >= ttl_ms as i64
+        }
+        None => true,
+    }
+}
+
+fn stamp(now: i64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&now.to_le_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+/// Work queued by reads.
+enum Deferred {
+    ClearValue(StateIndex, u32, Vec<u8>),
+    PutValue(StateIndex, u32, Vec<u8>, Vec<u8>),
+    /// Replace a list with these (unstamped) items.
+    SetList(StateIndex, u32, Vec<u8>, Vec<Vec<u8>>),
+    RemoveEntry(StateIndex, u32, Vec<u8>, Vec<u8>),
+    PutEntry(StateIndex, u32, Vec<u8>, Vec<u8>, Vec<u8>),
+}
+
+/// Enforces the TTLs of an operator's states on top of another backend.
+pub struct TtlBackend {
+    inner: Box<dyn KeyedStateBackend>,
+    ttl: Vec<Option<StateTtl>>,
+    clock: Box<dyn Fn() -> i64 + Send>,
+    deferred: RefCell<Vec<Deferred>>,
+}
+
+impl TtlBackend {
+    /// Wraps `inner`, whose descriptors say which states have a TTL.
+    pub fn new(inner: Box<dyn KeyedStateBackend>) -> Self {
+        Self::with_clock(inner, Box::new(now_ms))
+    }
+
+    /// Like [`TtlBackend::new`], with another processing-time clock (tests).
+    pub fn with_clock(
+        inner: Box<dyn KeyedStateBackend>,
+        clock: Box<dyn Fn() -> i64 + Send>,
+    ) -> Self {
+        let ttl = inner.descriptors().iter().map(|d| d.ttl).collect();
+        TtlBackend {
+            inner,
+            ttl,
+            clock,
+            deferred: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn ttl(&self, state: StateIndex) -> Option<StateTtl> {
+        self.ttl.get(state as usize).copied().flatten()
+    }
+
+    fn defer(&self, d: Deferred) {
+        self.deferred.borrow_mut().push(d);
+    }
+
+    fn apply_deferred(&mut self) {
+        let work = std::mem::take(self.deferred.get_mut());
+        let now = (self.clock)();
+        for d in work {
+            match d {
+                Deferred::ClearValue(s, kg, k) => self.inner.clear_value(s, kg, &k),
+                Deferred::PutValue(s, kg, k, v) => self.inner.put_value(s, kg, &k, &stamp(now, &v)),
+                Deferred::SetList(s, kg, k, items) => {
+                    self.inner.list_clear(s, kg, &k);
+                    for i in items {
+                        self.inner.list_add(s, kg, &k, &stamp(now, &i));
+                    }
+                }
+                Deferred::RemoveEntry(s, kg, k, uk) => self.inner.map_remove(s, kg, &k, &uk),
+                Deferred::PutEntry(s, kg, k, uk, v) => {
+                    self.inner.map_put(s, kg, &k, &uk, &stamp(now, &v))
+                }
+            }
+        }
+    }
+}
+
+impl KeyedStateBackend for TtlBackend {
+    fn descriptors(&self) -> &[StateDescriptor] {
+        self.inner.descriptors()
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.inner.key_groups()
+    }
+
+    fn with_value(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) {
+        let Some(ttl) = self.ttl(state) else {
+            return self.inner.with_value(state, key_group, key, f);
+        };
+        let now = (self.clock)();
+        self.inner
+            .with_value(state, key_group, key, &mut |v| match v {
+                None => f(None),
+                Some(v) if is_expired(v, ttl.ttl_ms, now) => {
+                    self.defer(Deferred::ClearValue(state, key_group, key.to_vec()));
+                    f(None)
+                }
+                Some(v) => {
+                    if ttl.refresh_on_read {
+                        self.defer(Deferred::PutValue(
+                            state,
+                            key_group,
+                            key.to_vec(),
+                            v[8..].to_vec(),
+                        ));
+                    }
+                    f(Some(&v[8..]))
+                }
+            });
+    }
+
+    fn with_value_hinted(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        f: &mut dyn FnMut(Option<&[u8]>),
+    ) -> Option<ValueHint> {
+        if self.ttl(state).is_some() {
+            self.with_value(state, key_group, key, f);
+            return None;
+        }
+        self.inner.with_value_hinted(state, key_group, key, f)
+    }
+
+    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        self.put_value_hinted(None, state, key_group, key, value)
+    }
+
+    fn put_value_hinted(
+        &mut self,
+        hint: Option<ValueHint>,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) {
+        self.apply_deferred();
+        match self.ttl(state) {
+            Some(_) => {
+                let v = stamp((self.clock)(), value);
+                self.inner.put_value(state, key_group, key, &v)
+            }
+            None => self
+                .inner
+                .put_value_hinted(hint, state, key_group, key, value),
+        }
+    }
+
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.apply_deferred();
+        self.inner.clear_value(state, key_group, key)
+    }
+
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
+        let Some(ttl) = self.ttl(state) else {
+            return self.inner.list_get(state, key_group, key);
+        };
+        let now = (self.clock)();
+        let stored = self.inner.list_get(state, key_group, key);
+        let n = stored.len();
+        let live: Vec<Vec<u8>> = stored
+            .into_iter()
+            .filter(|v| !is_expired(v, ttl.ttl_ms, now))
+            .map(|v| v[8..].to_vec())
+            .collect();
+        if live.len() != n || (ttl.refresh_on_read && n > 0) {
+            self.defer(Deferred::SetList(
+                state,
+                key_group,
+                key.to_vec(),
+                live.clone(),
+            ));
+        }
+        live
+    }
+
+    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+        self.apply_deferred();
+        match self.ttl(state) {
+            Some(_) => {
+                let v = stamp((self.clock)(), value);
+                self.inner.list_add(state, key_group, key, &v)
+            }
+            None => self.inner.list_add(state, key_group, key, value),
+        }
+    }
+
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.apply_deferred();
+        self.inner.list_clear(state, key_group, key)
+    }
+
+    fn map_get(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> Option<Vec<u8>> {
+        let Some(ttl) = self.ttl(state) else {
+            return self.inner.map_get(state, key_group, key, user_key);
+        };
+        let v = self.inner.map_get(state, key_group, key, user_key)?;
+        if is_expired(&v, ttl.ttl_ms, (self.clock)()) {
+            self.defer(Deferred::RemoveEntry(
+                state,
+                key_group,
+                key.to_vec(),
+                user_key.to_vec(),
+            ));
+            return None;
+        }
+        if ttl.refresh_on_read {
+            self.defer(Deferred::PutEntry(
+                state,
+                key_group,
+                key.to_vec(),
+                user_key.to_vec(),
+                v[8..].to_vec(),
+            ));
+        }
+        Some(v[8..].to_vec())
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) {
+        self.apply_deferred();
+        match self.ttl(state) {
+            Some(_) => {
+                let v = stamp((self.clock)(), value);
+                self.inner.map_put(state, key_group, key, user_key, &v)
+            }
+            None => self.inner.map_put(state, key_group, key, user_key, value),
+        }
+    }
+
+    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
+        self.apply_deferred();
+        self.inner.map_remove(state, key_group, key, user_key)
+    }
+
+    fn map_entries(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Some(ttl) = self.ttl(state) else {
+            return self.inner.map_entries(state, key_group, key);
+        };
+        let now = (self.clock)();
+        let mut live = Vec::new();
+        for (uk, v) in self.inner.map_entries(state, key_group, key) {
+            if is_expired(&v, ttl.ttl_ms, now) {
+                self.defer(Deferred::RemoveEntry(state, key_group, key.to_vec(), uk));
+                continue;
+            }
+            if ttl.refresh_on_read {
+                self.defer(Deferred::PutEntry(
+                    state,
+                    key_group,
+                    key.to_vec(),
+                    uk.clone(),
+                    v[8..].to_vec(),
+                ));
+            }
+            live.push((uk, v[8..].to_vec()));
+        }
+        live
+    }
+
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+        self.apply_deferred();
+        self.inner.map_clear(state, key_group, key)
+    }
+
+    fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
+        self.inner.register_timer(domain, key_group, key, timestamp)
+    }
+
+    fn delete_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
+        self.inner.delete_timer(domain, key_group, key, timestamp)
+    }
+
+    fn pop_due_timers(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
+        self.inner.pop_due_timers(domain, upto, out)
+    }
+
+    fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
+        self.inner.next_timer(domain)
+    }
+
+    fn export(&self, w: &mut SnapshotWriter) {
+        self.inner.export(w)
+    }
+
+    fn as_rocksdb(&self) -> Option<&crate::RocksDbStateBackend> {
+        self.inner.as_rocksdb()
+    }
+
+    fn end_batch(&mut self) {
+        self.apply_deferred();
+        self.inner.end_batch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    use weir_core::StateKind;
+
+    use super::*;
+    use crate::{restore_snapshot, take_snapshot, MemoryStateBackend, RocksDbStateBackend};
+
+    fn descriptors(refresh_on_read: bool) -> Vec<StateDescriptor> {
+        let ttl = Some(StateTtl {
+            ttl_ms: 100,
+            refresh_on_read,
+        });
+        let d = |name: &str, kind, ttl| StateDescriptor {
+            name: name.into(),
+            kind,
+            version: 1,
+            ttl,
+        };
+        vec![
+            d("v", StateKind::Value, ttl),
+            d("l", StateKind::List, ttl),
+            d("m", StateKind::Map, ttl),
+            d("forever", StateKind::Value, None),
+        ]
+    }
+
+    fn value(b: &dyn KeyedStateBackend, s: u32) -> Option<Vec<u8>> {
+        let mut got = None;
+        b.with_value(s, 1, b"k", &mut |v| got = v.map(<[u8]>::to_vec));
+        got
+    }
+
+    fn backends(refresh: bool, dir: &std::path::Path) -> Vec<Box<dyn KeyedStateBackend>> {
+        let range = KeyGroupRange::new(0, 4);
+        vec![
+            Box::new(MemoryStateBackend::new(descriptors(refresh), range)),
+            Box::new(RocksDbStateBackend::new(descriptors(refresh), range, dir).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn values_expire_after_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        for inner in backends(false, dir.path()) {
+            let now = Arc::new(AtomicI64::new(1_000));
+            let clock = now.clone();
+            let mut b =
+                TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
+            b.put_value(0, 1, b"k", b"x");
+            b.list_add(1, 1, b"k", b"a");
+            b.map_put(2, 1, b"k", b"u", b"1");
+            b.put_value(3, 1, b"k", b"kept");
+            now.store(1_099, Ordering::Relaxed);
+            assert_eq!(value(&b, 0), Some(b"x".to_vec()));
+            assert_eq!(b.list_get(1, 1, b"k"), vec![b"a".to_vec()]);
+            b.list_add(1, 1, b"k", b"b"); // written at 1,099
+            now.store(1_100, Ordering::Relaxed);
+            assert_eq!(value(&b, 0), None, "expired 100 ms after the write");
+            assert_eq!(b.list_get(1, 1, b"k"), vec![b"b".to_vec()]);
+            assert_eq!(b.map_get(2, 1, b"k", b"u"), None);
+            assert!(b.map_entries(2, 1, b"k").is_empty());
+            assert_eq!(value(&b, 3), Some(b"kept".to_vec()), "no TTL, no expiry");
+            b.end_batch();
+            // Expired values were removed, not only hidden.
+            assert_eq!(b.inner.map_entries(2, 1, b"k").len(), 0);
+            let mut raw = None;
+            b.inner
+                .with_value(0, 1, b"k", &mut |v| raw = v.map(<[u8]>::to_vec));
+            assert_eq!(raw, None);
+        }
+    }
+
+    #[test]
+    fn reads_refresh_when_asked_and_snapshots_keep_access_times() {
+        let dir = tempfile::tempdir().unwrap();
+        for inner in backends(true, dir.path()) {
+            // Near the real clock: a restore drops what has expired by then.
+            let t0 = now_ms();
+            let now = Arc::new(AtomicI64::new(t0));
+            let clock = now.clone();
+            let mut b =
+                TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
+            b.put_value(0, 1, b"k", b"x");
+            for t in [t0 + 90, t0 + 180, t0 + 270] {
+                now.store(t, Ordering::Relaxed);
+                assert_eq!(value(&b, 0), Some(b"x".to_vec()), "at {t}");
+                b.end_batch();
+            }
+            // The snapshot carries the access time (270): restored, it still expires at 370.
+            let snap = take_snapshot(&b);
+            let mut copy = MemoryStateBackend::new(descriptors(true), KeyGroupRange::new(0, 4));
+            restore_snapshot(&mut copy, &snap).unwrap();
+            let clock = now.clone();
+            let copy = TtlBackend::with_clock(
+                Box::new(copy),
+                Box::new(move || clock.load(Ordering::Relaxed)),
+            );
+            now.store(t0 + 369, Ordering::Relaxed);
+            assert_eq!(value(&copy, 0), Some(b"x".to_vec()));
+            now.store(t0 + 370, Ordering::Relaxed);
+            assert_eq!(value(&copy, 0), None);
+            // Switching the TTL off is refused, naming the state.
+            let mut no_ttl = descriptors(true);
+            no_ttl[0].ttl = None;
+            let mut other = MemoryStateBackend::new(no_ttl, KeyGroupRange::new(0, 4));
+            let e = restore_snapshot(&mut other, &snap).unwrap_err().to_string();
+            assert!(e.contains("state 'v'") && e.contains("TTL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rocksdb_compaction_drops_expired_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let range = KeyGroupRange::new(0, 4);
+        let mut b = RocksDbStateBackend::new(descriptors(false), range, dir.path()).unwrap();
+        // Written long ago (access time 1 ms after the epoch).
+        b.put_value(0, 1, b"old", &stamp(1, b"x"));
+        b.put_value(0, 1, b"new", &stamp(now_ms(), b"y"));
+        b.list_add(1, 1, b"old", &stamp(1, b"a"));
+        b.map_put(2, 1, b"old", b"u", &stamp(1, b"1"));
+        b.put_value(3, 1, b"old", b"no ttl");
+        b.compact();
+        let raw = |b: &RocksDbStateBackend, s, k: &[u8]| {
+            let mut got = false;
+            b.with_value(s, 1, k, &mut |v| got = v.is_some());
+            got
+        };
+        assert!(!raw(&b, 0, b"old"));
+        assert!(raw(&b, 0, b"new"));
+        assert!(b.list_get(1, 1, b"old").is_empty());
+        assert!(b.map_entries(2, 1, b"old").is_empty());
+        assert!(raw(&b, 3, b"old"));
+    }
+}
