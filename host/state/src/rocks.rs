@@ -23,6 +23,11 @@ use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer};
 
 /// Writes buffered before they are applied as one batch.
 const BATCH_LIMIT: usize = 4096;
+/// Value-state writes kept in memory before they go to RocksDB: a key updated again and
+/// again (a running count) costs RocksDB one write per flush, not one per update.
+const DIRTY_LIMIT: usize = 1 << 17;
+/// A flush this large is written as an SST file and ingested, bypassing the memtable.
+const INGEST_AT: usize = 16 << 10;
 
 /// Keeps keyed state in a local RocksDB database.
 pub struct RocksDbStateBackend {
@@ -36,6 +41,9 @@ pub struct RocksDbStateBackend {
     write_opts: WriteOptions,
     /// Writes not yet applied; applied before any read, so reads always see them.
     pending: RefCell<(WriteBatch, usize)>,
+    /// Value-state writes not yet in the database, by full key (`None`: cleared).
+    dirty: RefCell<hashbrown::HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    ingested: std::cell::Cell<u64>,
     key_buf: RefCell<Vec<u8>>,
 }
 
@@ -170,13 +178,15 @@ impl RocksDbStateBackend {
             timers: Timers::default(),
             write_opts,
             pending: RefCell::new((WriteBatch::default(), 0)),
+            dirty: RefCell::new(hashbrown::HashMap::new()),
+            ingested: std::cell::Cell::new(0),
             key_buf: RefCell::new(Vec::with_capacity(64)),
         })
     }
 
     /// Compacts the whole database now (RocksDB also compacts by itself).
     pub fn compact(&self) {
-        self.apply_pending();
+        self.sync();
         self.db.compact_range::<&[u8], &[u8]>(None, None);
     }
 
@@ -190,7 +200,7 @@ impl RocksDbStateBackend {
     /// it has not uploaded before) and the small files that describe the database. The
     /// timers come as a canonical snapshot holding only timers.
     pub fn native_checkpoint(&self) -> Result<NativeCheckpoint, String> {
-        self.apply_pending();
+        self.sync();
         let scratch = tempfile::Builder::new()
             .prefix("checkpoint-")
             .tempdir_in(self.dir.path().parent().unwrap_or(self.dir.path()))
@@ -230,6 +240,59 @@ impl RocksDbStateBackend {
         );
     }
 
+    /// Everything written so far is in the database (before it is scanned or copied).
+    fn sync(&self) {
+        self.flush_dirty();
+        self.apply_pending();
+    }
+
+    /// Writes the dirty value-state entries, sorted: as an ingested SST file when there are
+    /// many, else as a batch.
+    fn flush_dirty(&self) {
+        let mut dirty = self.dirty.borrow_mut();
+        if dirty.is_empty() {
+            return;
+        }
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = dirty.drain().collect();
+        drop(dirty);
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let fail = |e: rocksdb::Error| panic!("RocksDB write failed: {e}");
+        if entries.len() < INGEST_AT {
+            let mut batch = WriteBatch::default();
+            for (k, v) in &entries {
+                match v {
+                    Some(v) => batch.put(k, v),
+                    None => batch.delete(k),
+                }
+            }
+            self.db
+                .write_opt(batch, &self.write_opts)
+                .unwrap_or_else(fail);
+            return;
+        }
+        // Lists and maps in the memtable may sit in the same key range: their batch first.
+        self.apply_pending();
+        let n = self.ingested.get();
+        self.ingested.set(n + 1);
+        let path = self.dir.path().join(format!("ingest-{n}.sst"));
+        let opts = Options::default();
+        let mut w = rocksdb::SstFileWriter::create(&opts);
+        w.open(&path).unwrap_or_else(fail);
+        for (k, v) in &entries {
+            match v {
+                Some(v) => w.put(k, v),
+                None => w.delete(k),
+            }
+            .unwrap_or_else(fail);
+        }
+        w.finish().unwrap_or_else(fail);
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        self.db
+            .ingest_external_file_opts(&ingest, vec![&path])
+            .unwrap_or_else(fail);
+    }
+
     fn apply_pending(&self) {
         let mut p = self.pending.borrow_mut();
         if p.1 > 0 {
@@ -238,6 +301,17 @@ impl RocksDbStateBackend {
             self.db
                 .write_opt(batch, &self.write_opts)
                 .unwrap_or_else(|e| panic!("RocksDB write failed: {e}"));
+        }
+    }
+
+    fn set_dirty(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
+        let full = {
+            let mut d = self.dirty.borrow_mut();
+            d.insert(k, v);
+            d.len() >= DIRTY_LIMIT
+        };
+        if full {
+            self.flush_dirty();
         }
     }
 
@@ -341,6 +415,9 @@ impl KeyedStateBackend for RocksDbStateBackend {
         f: &mut dyn FnMut(Option<&[u8]>),
     ) {
         let k = self.value_key(state, key_group, key);
+        if let Some(v) = self.dirty.borrow().get(&k) {
+            return f(v.as_deref());
+        }
         match self.get(&k) {
             Some(v) => f(Some(&v)),
             None => f(None),
@@ -349,12 +426,12 @@ impl KeyedStateBackend for RocksDbStateBackend {
 
     fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
         let k = self.value_key(state, key_group, key);
-        self.write(|b| b.put(&k, value));
+        self.set_dirty(k, Some(value.to_vec()));
     }
 
     fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
         let k = self.value_key(state, key_group, key);
-        self.write(|b| b.delete(&k));
+        self.set_dirty(k, None);
     }
 
     fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
@@ -371,7 +448,8 @@ impl KeyedStateBackend for RocksDbStateBackend {
     }
 
     fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.clear_value(state, key_group, key);
+        let k = self.value_key(state, key_group, key);
+        self.write(|b| b.delete(&k));
     }
 
     fn map_get(
@@ -473,7 +551,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
         };
         let mut start = Vec::new();
         prefix(self.range.start, 0, &mut start);
-        self.apply_pending();
+        self.sync();
         let mut opts = ReadOptions::default();
         if self.range.end <= u32::from(u16::MAX) {
             let mut upper = Vec::new();
@@ -523,6 +601,40 @@ mod tests {
             d("l", StateKind::List),
             d("m", StateKind::Map),
         ]
+    }
+
+    #[test]
+    fn large_flushes_are_ingested_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let range = KeyGroupRange::new(0, 16);
+        let mut b = RocksDbStateBackend::new(descriptors(), range, tmp.path()).unwrap();
+        let n = DIRTY_LIMIT as u32 * 2 + 7;
+        for i in 0..n {
+            b.put_value(0, i % 16, &i.to_le_bytes(), &(i * 2).to_le_bytes());
+            b.list_add(1, i % 16, &i.to_le_bytes(), b"l");
+        }
+        for i in (0..n).step_by(3) {
+            b.clear_value(0, i % 16, &i.to_le_bytes());
+        }
+        assert!(b.ingested.get() >= 2, "large flushes are ingested");
+        for i in [0, 1, 2, 3, n / 2, n - 1] {
+            let mut got = None;
+            b.with_value(0, i % 16, &i.to_le_bytes(), &mut |v| {
+                got = v.map(<[u8]>::to_vec)
+            });
+            let want = (i % 3 != 0).then(|| (i * 2).to_le_bytes().to_vec());
+            assert_eq!(got, want, "key {i}");
+            assert_eq!(b.list_get(1, i % 16, &i.to_le_bytes()).len(), 1);
+        }
+        let mut copy = MemoryStateBackend::new(descriptors(), range);
+        restore_snapshot(&mut copy, &take_snapshot(&b)).unwrap();
+        let mut values = 0;
+        for i in 0..n {
+            copy.with_value(0, i % 16, &i.to_le_bytes(), &mut |v| {
+                values += v.is_some() as u32
+            });
+        }
+        assert_eq!(values, n - n.div_ceil(3));
     }
 
     #[test]
