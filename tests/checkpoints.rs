@@ -967,3 +967,70 @@ fn state_with_a_ttl_expires_on_both_backends() {
         );
     }
 }
+
+#[test]
+fn a_savepoint_the_job_goes_on_after_commits_nothing_a_restart_would_replay() {
+    let (_base, counts, windows) = baseline();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let store = local_store();
+    let sp_dir = dir.path().join("sp").display().to_string();
+    // Checkpoints every second, a savepoint in between, then a fault: the restart goes back
+    // to the checkpoint before the savepoint.
+    let child = spawn(&datagen_job(
+        &out,
+        4_000,
+        &[
+            "--arg",
+            "fail-at=13000",
+            "--checkpoint-dir",
+            &store.url,
+            "--checkpoint-interval",
+            "1s",
+            "--savepoint-dir",
+            &sp_dir,
+        ],
+    ));
+    std::thread::sleep(Duration::from_millis(1_300));
+    Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("restarts: 1"), "{}", stderr(&o));
+    assert_eq!(committed(&out.join("counts")), counts);
+    assert_eq!(committed(&out.join("windows")), windows);
+}
+
+#[test]
+fn a_drained_savepoint_restores_with_event_time_going_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let sp_dir = dir.path().join("sp").display().to_string();
+    let sp = stop_with_savepoint(
+        &datagen_job(&out, 5_000, &["--savepoint-dir", &sp_dir, "--drain"]),
+        Duration::from_millis(900),
+    );
+    let before = visible_lines(&out.join("counts"));
+    assert!(before > 0 && before < COUNT, "{before}");
+    // Drained: every window fired, so the windows account for every record read so far.
+    let fired: u64 = read_json_lines(&out.join("windows"))
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fired, before);
+    // Restored, windows fire for the rest of the input (event time did not stay at +inf).
+    let out2 = dir.path().join("out2");
+    run_ok(&datagen_job(&out2, 0, &["--from-savepoint", &sp]));
+    let after = visible_lines(&out2.join("counts"));
+    assert_eq!(before + after, COUNT);
+    let fired: u64 = read_json_lines(&out2.join("windows"))
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        fired, after,
+        "records after the savepoint were dropped as late"
+    );
+}

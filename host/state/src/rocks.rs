@@ -23,9 +23,12 @@ use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer};
 
 /// Writes buffered before they are applied as one batch.
 const BATCH_LIMIT: usize = 4096;
-/// Value-state writes kept in memory before they go to RocksDB: a key updated again and
-/// again (a running count) costs RocksDB one write per flush, not one per update.
-const DIRTY_LIMIT: usize = 1 << 17;
+/// Bytes of value-state writes kept in memory before they go to RocksDB (in place of
+/// RocksDB's memtable, a skip list, which is slower): a key updated again and again (a
+/// running count) costs RocksDB one write per flush, not one per update.
+const DIRTY_BYTES: usize = 64 << 20;
+/// What one dirty entry costs beyond its key and value (hash table slot, two vectors).
+const DIRTY_OVERHEAD: usize = 64;
 /// A flush this large is written as an SST file and ingested, bypassing the memtable.
 const INGEST_AT: usize = 16 << 10;
 
@@ -43,6 +46,9 @@ pub struct RocksDbStateBackend {
     pending: RefCell<(WriteBatch, usize)>,
     /// Value-state writes not yet in the database, by full key (`None`: cleared).
     dirty: RefCell<hashbrown::HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Bytes added to `dirty` since its last flush (an upper bound of its size).
+    dirty_bytes: std::cell::Cell<usize>,
+    dirty_limit: usize,
     ingested: std::cell::Cell<u64>,
     key_buf: RefCell<Vec<u8>>,
 }
@@ -179,6 +185,8 @@ impl RocksDbStateBackend {
             write_opts,
             pending: RefCell::new((WriteBatch::default(), 0)),
             dirty: RefCell::new(hashbrown::HashMap::new()),
+            dirty_bytes: std::cell::Cell::new(0),
+            dirty_limit: DIRTY_BYTES,
             ingested: std::cell::Cell::new(0),
             key_buf: RefCell::new(Vec::with_capacity(64)),
         })
@@ -255,6 +263,7 @@ impl RocksDbStateBackend {
         }
         let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = dirty.drain().collect();
         drop(dirty);
+        self.dirty_bytes.set(0);
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let fail = |e: rocksdb::Error| panic!("RocksDB write failed: {e}");
         if entries.len() < INGEST_AT {
@@ -305,11 +314,11 @@ impl RocksDbStateBackend {
     }
 
     fn set_dirty(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
-        let full = {
-            let mut d = self.dirty.borrow_mut();
-            d.insert(k, v);
-            d.len() >= DIRTY_LIMIT
-        };
+        let bytes =
+            self.dirty_bytes.get() + k.len() + v.as_ref().map_or(0, Vec::len) + DIRTY_OVERHEAD;
+        self.dirty_bytes.set(bytes);
+        self.dirty.borrow_mut().insert(k, v);
+        let full = bytes >= self.dirty_limit;
         if full {
             self.flush_dirty();
         }
@@ -388,11 +397,16 @@ pub struct NativeCheckpoint {
     pub timers: Vec<u8>,
 }
 
+/// The items of a stored list; a malformed tail (never written by this backend) is ignored
+/// rather than trusted (this also runs inside RocksDB's compaction filter).
 fn decode_list(mut v: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while v.len() >= 4 {
         let n = u32::from_le_bytes(v[..4].try_into().expect("4")) as usize;
-        out.push(v[4..4 + n].to_vec());
+        let Some(item) = v.get(4..4 + n) else {
+            break;
+        };
+        out.push(item.to_vec());
         v = &v[4 + n..];
     }
     out
@@ -608,7 +622,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let range = KeyGroupRange::new(0, 16);
         let mut b = RocksDbStateBackend::new(descriptors(), range, tmp.path()).unwrap();
-        let n = DIRTY_LIMIT as u32 * 2 + 7;
+        b.dirty_limit = 4 << 20;
+        let n = (b.dirty_limit / (DIRTY_OVERHEAD + 12)) as u32 * 2 + 7;
         for i in 0..n {
             b.put_value(0, i % 16, &i.to_le_bytes(), &(i * 2).to_le_bytes());
             b.list_add(1, i % 16, &i.to_le_bytes(), b"l");

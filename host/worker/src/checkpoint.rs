@@ -161,7 +161,13 @@ impl Restore {
         }
         Ok(Some(SubtaskState {
             finished: finished != 0,
-            watermark: op.subtasks.iter().filter_map(|s| s.watermark).min(),
+            // The least progress of any old subtask (none if one had none).
+            watermark: op
+                .subtasks
+                .iter()
+                .map(|s| s.watermark)
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|w| w.into_iter().min()),
             ..SubtaskState::default()
         }))
     }
@@ -281,15 +287,22 @@ impl Restore {
         Ok(())
     }
 
-    /// Every old subtask's source positions and parallelism for `uid`.
-    pub(crate) fn source_positions(&self, uid: &str) -> Option<(Vec<serde_json::Value>, u32)> {
+    /// Every old subtask's source position (by subtask) and their parallelism for `uid`.
+    pub(crate) fn source_positions(
+        &self,
+        uid: &str,
+    ) -> Option<(Vec<Option<serde_json::Value>>, u32)> {
         let op = self.metadata.operators.get(uid)?;
-        let positions: Vec<_> = op
-            .subtasks
+        let positions: Vec<_> = op.subtasks.iter().map(|s| s.position.clone()).collect();
+        positions
             .iter()
-            .filter_map(|s| s.position.clone())
-            .collect();
-        (!positions.is_empty()).then_some((positions, op.parallelism))
+            .any(Option::is_some)
+            .then_some((positions, op.parallelism))
+    }
+
+    /// Whether this snapshot's shared files are those of the job directory `job_dir`.
+    pub(crate) fn shares_files_with(&self, job_dir: Option<&Storage>) -> bool {
+        job_dir.is_some_and(|d| shared_dir(&self.dir).url() == d.child("shared").url())
     }
 
     /// Checks that the snapshot fits `graph`: same key groups, and every operator with
@@ -485,14 +498,17 @@ impl Coordinator<'_> {
                 let barrier = Arc::new(BarrierInfo {
                     id,
                     triggered: Instant::now(),
-                    dir: dir.child(&format!("savepoint-{}-{id}", self.job_id)),
+                    dir: dir.child(&self.savepoint_name(id)),
                     savepoint: true,
                 });
+                // The savepoint replaces any checkpoint in flight.
+                if let Some(p) = pending.take() {
+                    self.abort(p);
+                }
                 if self.drain {
                     *self.control.drain_target.lock().expect("not poisoned") = Some(barrier);
                     self.control.drain.store(true, Ordering::Relaxed);
                 } else {
-                    // A savepoint replaces any checkpoint in flight.
                     pending = Some(self.trigger(barrier, &finished, true));
                 }
             }
@@ -504,7 +520,7 @@ impl Coordinator<'_> {
                         let barrier = Arc::new(BarrierInfo {
                             id,
                             triggered: Instant::now(),
-                            dir: dir.child(&format!("savepoint-{}-{id}", self.job_id)),
+                            dir: dir.child(&self.savepoint_name(id)),
                             savepoint: true,
                         });
                         pending = Some(self.trigger(barrier, &finished, false));
@@ -534,6 +550,12 @@ impl Coordinator<'_> {
                 if p.started.elapsed() > self.config.timeout {
                     let id = p.barrier.id;
                     tracing::warn!(checkpoint = id, "checkpoint expired");
+                    if p.stop {
+                        return Err(JobError::Checkpoint(format!(
+                            "the savepoint to stop with ({id}) expired after {:?}",
+                            self.config.timeout
+                        )));
+                    }
                     self.abort(pending.take().expect("some"));
                     last_end = Instant::now();
                     failures += 1;
@@ -569,6 +591,11 @@ impl Coordinator<'_> {
                 Report::Decline { id, reason } => {
                     if pending.as_ref().is_some_and(|p| p.barrier.id == id) {
                         tracing::warn!(checkpoint = id, %reason, "checkpoint declined");
+                        if pending.as_ref().is_some_and(|p| p.stop) {
+                            return Err(JobError::Checkpoint(format!(
+                                "the savepoint to stop with failed: {reason}"
+                            )));
+                        }
                         self.abort(pending.take().expect("some"));
                         last_end = Instant::now();
                         failures += 1;
@@ -587,11 +614,22 @@ impl Coordinator<'_> {
                 let p = pending.take().expect("some");
                 let id = p.barrier.id;
                 let stop = p.stop;
-                match self.complete(&p.barrier, p.acks.into_iter().flatten().flatten(), false) {
+                // A savepoint the job goes on after has no side effects: its transactions
+                // stay pending until the next checkpoint (a restart from an earlier checkpoint
+                // would otherwise replay what it made visible).
+                let commits = !p.barrier.savepoint || stop;
+                match self.complete(
+                    &p.barrier,
+                    p.acks.into_iter().flatten().flatten(),
+                    false,
+                    commits,
+                ) {
                     Ok(()) => {
                         failures = 0;
-                        for t in &self.tasks {
-                            let _ = t.notices.send(id);
+                        if commits {
+                            for t in &self.tasks {
+                                let _ = t.notices.send(id);
+                            }
                         }
                         if let (true, Some(tx)) = (p.barrier.savepoint, &self.savepoints) {
                             let _ = tx.send(p.barrier.dir.url().to_string());
@@ -612,6 +650,15 @@ impl Coordinator<'_> {
                 last_end = Instant::now();
             }
         }
+    }
+
+    /// A savepoint directory name no earlier run has used.
+    fn savepoint_name(&self, id: u64) -> String {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("savepoint-{}-{id}-{ms:x}", self.job_id)
     }
 
     fn trigger(
@@ -653,22 +700,28 @@ impl Coordinator<'_> {
         barrier: &BarrierInfo,
         parts: impl Iterator<Item = Part>,
         all_finished: bool,
+        commit: bool,
     ) -> Result<(), JobError> {
         let mut m = self.metadata(barrier.id, barrier.savepoint, parts, all_finished);
         m.duration_ms = barrier.triggered.elapsed().as_millis() as u64;
         let fail = |e: CheckpointError| JobError::Checkpoint(e.to_string());
         write_metadata(&barrier.dir, &m).map_err(fail)?;
-        commit_pending(self.graph, &m)?;
+        // Complete from here on: a restart restores it (and commits what it holds again).
+        if !barrier.savepoint {
+            *self.latest = Some(Restore {
+                dir: barrier.dir.clone(),
+                metadata: m.clone(),
+            });
+        }
+        if commit {
+            commit_pending(self.graph, &m)?;
+        }
         if !barrier.savepoint {
             if let Some(job_dir) = &self.job_dir {
                 if let Err(e) = prune_checkpoints(job_dir, self.config.retained) {
                     tracing::warn!(error = %e, "cannot delete old checkpoints");
                 }
             }
-            *self.latest = Some(Restore {
-                dir: barrier.dir.clone(),
-                metadata: m,
-            });
         }
         tracing::info!(
             id = barrier.id,
@@ -687,7 +740,7 @@ impl Coordinator<'_> {
             .expect("not poisoned")
             .clone();
         if let Some(b) = drained {
-            self.complete(&b, parts.into_iter(), false)?;
+            self.complete(&b, parts.into_iter(), false, true)?;
             return Ok(Outcome::Stopped(b.dir.url().to_string()));
         }
         match &self.job_dir {
@@ -700,7 +753,7 @@ impl Coordinator<'_> {
                     dir: checkpoint_dir(job_dir, id),
                     savepoint: false,
                 };
-                self.complete(&b, parts.into_iter(), true)?;
+                self.complete(&b, parts.into_iter(), true, true)?;
             }
             None => {
                 let m = self.metadata(0, false, parts.into_iter(), true);

@@ -466,9 +466,14 @@ impl Attempt<'_> {
                         };
                         let mut reader = connectors::open_source(c, i, v.parallelism)?;
                         let uid = &graph.nodes[s].uid;
-                        if let Some((positions, old_p)) =
-                            self.restore.and_then(|r| r.source_positions(uid))
-                        {
+                        // A subtask restored finished reads nothing.
+                        let finished = restored(&graph.nodes[v.head()].uid, v.parallelism, i)?
+                            .is_some_and(|r| r.finished);
+                        let positions = self
+                            .restore
+                            .filter(|_| !finished)
+                            .and_then(|r| r.source_positions(uid));
+                        if let Some((positions, old_p)) = positions {
                             reader
                                 .restore(&positions, old_p)
                                 .map_err(|e| JobError::Restore(format!("source '{uid}': {e}")))?;
@@ -595,7 +600,12 @@ impl Attempt<'_> {
                                         // Same key groups and states: the checkpoint's files
                                         // are the database.
                                         let (b, up) = r.open_native(n, states, range, dir)?;
-                                        uploaded = up;
+                                        // Its files are ours only if they are in this
+                                        // job's shared directory; otherwise the next
+                                        // checkpoint uploads them here.
+                                        if r.shares_files_with(self.job_dir.as_ref()) {
+                                            uploaded = up;
+                                        }
                                         Box::new(b)
                                     }
                                     (StateBackendKind::Memory, _) => {

@@ -194,6 +194,9 @@ pub struct Task {
     frame: Vec<u8>,
     due: Vec<Timer>,
     input_watermark: Watermark,
+    /// The input watermark before the end of input made it +inf (a drained savepoint keeps
+    /// this one, so a job started from it goes on in event time).
+    finite_watermark: Watermark,
     links: TaskLinks,
     /// A source's position after the records processed so far.
     position: Option<serde_json::Value>,
@@ -269,6 +272,7 @@ impl Task {
             frame: Vec::new(),
             due: Vec::new(),
             input_watermark,
+            finite_watermark: input_watermark,
             links,
             position: None,
         }
@@ -485,9 +489,9 @@ impl Task {
             };
             parts.push((uid.clone(), subtask, state));
         }
-        if let (Some(uid), Some(position), false) =
-            (&self.links.source_uid, &self.position, finished)
-        {
+        // A finished source keeps its (final) position too: restored at another
+        // parallelism, its splits are known to be done.
+        if let (Some(uid), Some(position)) = (&self.links.source_uid, &self.position) {
             parts.push((
                 uid.clone(),
                 subtask,
@@ -770,6 +774,9 @@ impl Task {
             return Ok(());
         }
         self.input_watermark = w;
+        if w < Watermark::MAX {
+            self.finite_watermark = w;
+        }
         self.fire_timers(TimeDomain::EventTime, w.0)?;
         if self.generator.is_none() || w == Watermark::MAX {
             self.outputs.broadcast(|| Message::Watermark(w))?;
@@ -873,7 +880,14 @@ impl Task {
             .expect("not poisoned")
             .clone();
         let parts = match &drained {
-            Some(b) => self.snapshot(b.id, Some(&b.dir), true),
+            Some(b) => {
+                // A job started from it goes on in event time from where the input ended,
+                // not from +inf.
+                self.input_watermark = self.finite_watermark;
+                let parts = self.snapshot(b.id, Some(&b.dir), true);
+                self.input_watermark = Watermark::MAX;
+                parts
+            }
             None => self.snapshot(u64::MAX, None, false),
         }
         .map_err(TaskError::Protocol)?;

@@ -102,7 +102,11 @@ impl SourceReader for DatagenReader {
         json!({ "next": self.next })
     }
 
-    fn restore(&mut self, positions: &[Value], parallelism: u32) -> Result<(), ConnectorError> {
+    fn restore(
+        &mut self,
+        positions: &[Option<Value>],
+        parallelism: u32,
+    ) -> Result<(), ConnectorError> {
         if u64::from(parallelism) != self.step {
             return Err(ConnectorError::Config {
                 connector: "datagen",
@@ -115,6 +119,7 @@ impl SourceReader for DatagenReader {
         }
         let next = positions
             .get(self.subtask as usize)
+            .and_then(Option::as_ref)
             .and_then(|p| p.get("next"))
             .and_then(Value::as_u64)
             .filter(|n| n % self.step == u64::from(self.subtask))

@@ -196,9 +196,13 @@ impl SourceReader for FileReader {
         json!({ "splits": splits })
     }
 
-    fn restore(&mut self, positions: &[Value], _parallelism: u32) -> Result<(), ConnectorError> {
+    fn restore(
+        &mut self,
+        positions: &[Option<Value>],
+        _parallelism: u32,
+    ) -> Result<(), ConnectorError> {
         let mut done = Vec::new();
-        for p in positions {
+        for p in positions.iter().flatten() {
             let Some(splits) = p.get("splits").and_then(Value::as_object) else {
                 return Err(ConnectorError::Config {
                     connector: NAME,

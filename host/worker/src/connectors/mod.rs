@@ -71,8 +71,12 @@ pub trait SourceReader: Send {
     fn position(&self) -> Value;
 
     /// Continues from the positions every subtask of an earlier run (of `parallelism`
-    /// subtasks) had checkpointed.
-    fn restore(&mut self, positions: &[Value], parallelism: u32) -> Result<(), ConnectorError>;
+    /// subtasks, indexed by subtask) had checkpointed.
+    fn restore(
+        &mut self,
+        positions: &[Option<Value>],
+        parallelism: u32,
+    ) -> Result<(), ConnectorError>;
 }
 
 /// Writes one subtask's share of a sink.
