@@ -45,8 +45,10 @@ pub struct RocksDbStateBackend {
     /// Writes not yet applied; applied before any read, so reads always see them.
     pending: RefCell<(WriteBatch, usize)>,
     /// Value-state writes not yet in the database, by full key (`None`: cleared).
-    dirty: RefCell<hashbrown::HashMap<Vec<u8>, Option<Vec<u8>>>>,
-    /// Bytes added to `dirty` since its last flush (an upper bound of its size).
+    /// Entries are dirty (`true`: not yet in the database) or clean (written at a
+    /// checkpoint, kept so that reads still find them here).
+    dirty: RefCell<hashbrown::HashMap<Vec<u8>, (Option<Vec<u8>>, bool)>>,
+    /// Bytes added to `dirty` since it was last emptied (an upper bound of its size).
     dirty_bytes: std::cell::Cell<usize>,
     dirty_limit: usize,
     ingested: std::cell::Cell<u64>,
@@ -194,7 +196,9 @@ impl RocksDbStateBackend {
 
     /// Compacts the whole database now (RocksDB also compacts by itself).
     pub fn compact(&self) {
-        self.sync();
+        // Compaction may drop expired values: the cache must not keep them.
+        self.flush_dirty(true);
+        self.apply_pending();
         self.db.compact_range::<&[u8], &[u8]>(None, None);
     }
 
@@ -248,22 +252,38 @@ impl RocksDbStateBackend {
         );
     }
 
-    /// Everything written so far is in the database (before it is scanned or copied).
+    /// Everything written so far is in the database (before it is scanned or copied); the
+    /// written entries stay cached.
     fn sync(&self) {
-        self.flush_dirty();
+        self.flush_dirty(false);
         self.apply_pending();
     }
 
     /// Writes the dirty value-state entries, sorted: as an ingested SST file when there are
     /// many, else as a batch.
-    fn flush_dirty(&self) {
+    fn flush_dirty(&self, evict: bool) {
         let mut dirty = self.dirty.borrow_mut();
-        if dirty.is_empty() {
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = if evict {
+            self.dirty_bytes.set(0);
+            dirty
+                .drain()
+                .filter(|(_, (_, d))| *d)
+                .map(|(k, (v, _))| (k, v))
+                .collect()
+        } else {
+            dirty
+                .iter_mut()
+                .filter(|(_, (_, d))| *d)
+                .map(|(k, (v, d))| {
+                    *d = false;
+                    (k.clone(), v.clone())
+                })
+                .collect()
+        };
+        drop(dirty);
+        if entries.is_empty() {
             return;
         }
-        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = dirty.drain().collect();
-        drop(dirty);
-        self.dirty_bytes.set(0);
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let fail = |e: rocksdb::Error| panic!("RocksDB write failed: {e}");
         if entries.len() < INGEST_AT {
@@ -317,10 +337,10 @@ impl RocksDbStateBackend {
         let bytes =
             self.dirty_bytes.get() + k.len() + v.as_ref().map_or(0, Vec::len) + DIRTY_OVERHEAD;
         self.dirty_bytes.set(bytes);
-        self.dirty.borrow_mut().insert(k, v);
+        self.dirty.borrow_mut().insert(k, (v, true));
         let full = bytes >= self.dirty_limit;
         if full {
-            self.flush_dirty();
+            self.flush_dirty(true);
         }
     }
 
@@ -429,7 +449,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
         f: &mut dyn FnMut(Option<&[u8]>),
     ) {
         let k = self.value_key(state, key_group, key);
-        if let Some(v) = self.dirty.borrow().get(&k) {
+        if let Some((v, _)) = self.dirty.borrow().get(&k) {
             return f(v.as_deref());
         }
         match self.get(&k) {
