@@ -32,6 +32,9 @@ const DIRTY_OVERHEAD: usize = 64;
 /// A flush this large is written as an SST file and ingested, bypassing the memtable.
 const INGEST_AT: usize = 16 << 10;
 
+/// Value-state entries by full key: the value (`None`: cleared) and whether it is dirty.
+type Cache = hashbrown::HashMap<Vec<u8>, (Option<Vec<u8>>, bool)>;
+
 /// Keeps keyed state in a local RocksDB database.
 pub struct RocksDbStateBackend {
     db: DB,
@@ -47,7 +50,7 @@ pub struct RocksDbStateBackend {
     /// Value-state writes not yet in the database, by full key (`None`: cleared).
     /// Entries are dirty (`true`: not yet in the database) or clean (written at a
     /// checkpoint, kept so that reads still find them here).
-    dirty: RefCell<hashbrown::HashMap<Vec<u8>, (Option<Vec<u8>>, bool)>>,
+    dirty: RefCell<Cache>,
     /// Bytes added to `dirty` since it was last emptied (an upper bound of its size).
     dirty_bytes: std::cell::Cell<usize>,
     dirty_limit: usize,
