@@ -8,7 +8,10 @@
 //! ```
 //!
 //! A list is one value of length-prefixed items. Timers are kept on the heap (as Flink's
-//! "heap timers" with RocksDB) and travel with every snapshot. The write-ahead log is off:
+//! "heap timers" with RocksDB) and travel with every snapshot. Value-state writes collect in
+//! a hash map bounded by bytes (64 MiB) in front of RocksDB; when it is full they are written
+//! sorted, as an SST file ingested past the memtable, and at a checkpoint they are written
+//! but stay cached. The write-ahead log is off:
 //! durability comes from checkpoints, not from the local database, which lives in a
 //! temporary directory and is deleted with the backend.
 
