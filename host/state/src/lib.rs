@@ -170,3 +170,19 @@ pub trait KeyedStateBackend: Send {
         None
     }
 }
+
+/// A value, a list and a map state (`v`, `l`, `m`), for the backends' tests.
+#[cfg(test)]
+pub(crate) fn test_descriptors() -> Vec<StateDescriptor> {
+    let d = |name: &str, kind| StateDescriptor {
+        name: name.into(),
+        kind,
+        version: 1,
+        ttl: None,
+    };
+    vec![
+        d("v", weir_core::StateKind::Value),
+        d("l", weir_core::StateKind::List),
+        d("m", weir_core::StateKind::Map),
+    ]
+}

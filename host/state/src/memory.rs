@@ -295,25 +295,11 @@ impl KeyedStateBackend for MemoryStateBackend {
 
 #[cfg(test)]
 mod tests {
-    use weir_core::StateKind;
 
     use super::*;
 
     fn backend() -> MemoryStateBackend {
-        let d = |name: &str, kind| StateDescriptor {
-            name: name.into(),
-            kind,
-            version: 1,
-            ttl: None,
-        };
-        MemoryStateBackend::new(
-            vec![
-                d("v", StateKind::Value),
-                d("l", StateKind::List),
-                d("m", StateKind::Map),
-            ],
-            KeyGroupRange::new(4, 8),
-        )
+        MemoryStateBackend::new(crate::test_descriptors(), KeyGroupRange::new(4, 8))
     }
 
     #[test]

@@ -629,19 +629,7 @@ mod tests {
     use super::*;
     use crate::{restore_snapshot, take_snapshot, MemoryStateBackend};
 
-    fn descriptors() -> Vec<StateDescriptor> {
-        let d = |name: &str, kind| StateDescriptor {
-            name: name.into(),
-            kind,
-            version: 1,
-            ttl: None,
-        };
-        vec![
-            d("v", StateKind::Value),
-            d("l", StateKind::List),
-            d("m", StateKind::Map),
-        ]
-    }
+    use crate::test_descriptors as descriptors;
 
     #[test]
     fn large_flushes_are_ingested_and_read_back() {

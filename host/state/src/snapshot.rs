@@ -456,19 +456,7 @@ mod tests {
     use super::*;
     use crate::MemoryStateBackend;
 
-    fn descriptors() -> Vec<StateDescriptor> {
-        let d = |name: &str, kind| StateDescriptor {
-            name: name.into(),
-            kind,
-            version: 1,
-            ttl: None,
-        };
-        vec![
-            d("v", StateKind::Value),
-            d("l", StateKind::List),
-            d("m", StateKind::Map),
-        ]
-    }
+    use crate::test_descriptors as descriptors;
 
     fn filled() -> MemoryStateBackend {
         let mut b = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(0, 16));

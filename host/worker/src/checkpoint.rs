@@ -489,18 +489,10 @@ impl Coordinator<'_> {
             }
             if !stopping && self.stop.load(Ordering::Relaxed) {
                 stopping = true;
-                let Some(dir) = self.savepoint_dir.clone() else {
+                let Some(barrier) = self.savepoint_barrier() else {
                     self.cancel.store(true, Ordering::Relaxed);
                     return Ok(Outcome::Interrupted);
                 };
-                let id = self.next_id;
-                self.next_id += 1;
-                let barrier = Arc::new(BarrierInfo {
-                    id,
-                    triggered: Instant::now(),
-                    dir: dir.child(&self.savepoint_name(id)),
-                    savepoint: true,
-                });
                 // The savepoint replaces any checkpoint in flight.
                 if let Some(p) = pending.take() {
                     self.abort(p);
@@ -513,18 +505,8 @@ impl Coordinator<'_> {
                 }
             }
             if !stopping && pending.is_none() && self.savepoint_now.swap(false, Ordering::Relaxed) {
-                match self.savepoint_dir.clone() {
-                    Some(dir) => {
-                        let id = self.next_id;
-                        self.next_id += 1;
-                        let barrier = Arc::new(BarrierInfo {
-                            id,
-                            triggered: Instant::now(),
-                            dir: dir.child(&self.savepoint_name(id)),
-                            savepoint: true,
-                        });
-                        pending = Some(self.trigger(barrier, &finished, false));
-                    }
+                match self.savepoint_barrier() {
+                    Some(barrier) => pending = Some(self.trigger(barrier, &finished, false)),
                     None => tracing::warn!("a savepoint was asked for, but no savepoint directory"),
                 }
             }
@@ -652,13 +634,22 @@ impl Coordinator<'_> {
         }
     }
 
-    /// A savepoint directory name no earlier run has used.
-    fn savepoint_name(&self, id: u64) -> String {
+    /// The barrier of a new savepoint, in a directory no earlier run has used (`None`
+    /// without a savepoint directory).
+    fn savepoint_barrier(&mut self) -> Option<Arc<BarrierInfo>> {
+        let dir = self.savepoint_dir.as_ref()?;
+        let id = self.next_id;
+        self.next_id += 1;
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        format!("savepoint-{}-{id}-{ms:x}", self.job_id)
+        Some(Arc::new(BarrierInfo {
+            id,
+            triggered: Instant::now(),
+            dir: dir.child(&format!("savepoint-{}-{id}-{ms:x}", self.job_id)),
+            savepoint: true,
+        }))
     }
 
     fn trigger(
