@@ -108,7 +108,9 @@ impl FileSink {
             })?;
         for f in files {
             let name = f.as_str().unwrap_or_default();
-            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            // Only names this sink gives its files: a snapshot cannot rename anything else.
+            let ours = name.starts_with("part-") && name.ends_with(".jsonl");
+            if !ours || name.contains('/') || name.contains("..") {
                 return Err(ConnectorError::Config {
                     connector: FILE,
                     message: format!("invalid file name {f} in a pending transaction"),
@@ -255,5 +257,61 @@ impl SinkWriter for BlackholeSink {
 
     fn count(&self) -> u64 {
         self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visible(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn files_become_visible_only_when_committed_and_commits_repeat_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connector {
+            name: "file".into(),
+            config: [("path".to_string(), dir.path().display().to_string())].into(),
+        };
+        let mut sink = FileSink::new(&c, 3).unwrap();
+        sink.write(b"{\"a\":1}").unwrap();
+        let first = sink.pre_commit(1).unwrap().unwrap();
+        sink.write(b"{\"a\":2}").unwrap();
+        let second = sink.pre_commit(2).unwrap().unwrap();
+        assert_eq!(
+            visible(dir.path()),
+            [".part-3-0.jsonl.inprogress", ".part-3-1.jsonl.inprogress"]
+        );
+        // Checkpoint 1 completes; 2 still holds file 0 until it is known committed.
+        FileSink::commit(&c, &first).unwrap();
+        sink.committed(1);
+        assert_eq!(second["files"].as_array().unwrap().len(), 2);
+        FileSink::commit(&c, &second).unwrap();
+        FileSink::commit(&c, &second).unwrap();
+        assert_eq!(visible(dir.path()), ["part-3-0.jsonl", "part-3-1.jsonl"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("part-3-1.jsonl")).unwrap(),
+            "{\"a\":2}\n"
+        );
+        // What was never committed is rolled back; new files never reuse a visible name.
+        sink.write(b"{\"a\":3}").unwrap();
+        sink.pre_commit(3).unwrap();
+        FileSink::abort_uncommitted(&c).unwrap();
+        assert_eq!(visible(dir.path()), ["part-3-0.jsonl", "part-3-1.jsonl"]);
+        let mut again = FileSink::new(&c, 3).unwrap();
+        again.write(b"{}").unwrap();
+        again.finish().unwrap();
+        assert!(dir.path().join(".part-3-2.jsonl.inprogress").exists());
+        // A snapshot cannot make the sink rename files it did not write.
+        std::fs::write(dir.path().join(".secret.inprogress"), b"x").unwrap();
+        let evil = json!({ "dir": dir.path(), "files": ["secret"] });
+        assert!(FileSink::commit(&c, &evil).is_err());
     }
 }
