@@ -316,9 +316,43 @@ fn file_job(input: &Path, out: &Path, p: u32, rate: u64, extra: &[&str]) -> Vec<
     a
 }
 
-/// Runs until `after`, then stops it with SIGINT: returns the savepoint's URL.
+/// Starts the job of `args` and waits until it writes a file of counts that was not there
+/// before, so that its signal handlers are in place and it is mid-stream.
+fn spawn_mid_stream(args: &[String]) -> Child {
+    let out = args
+        .iter()
+        .find_map(|a| a.strip_prefix("output="))
+        .map(|o| PathBuf::from(o).join("counts"))
+        .expect("an output argument");
+    let names = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&out)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = names();
+    let mut child = spawn(args);
+    let started = Instant::now();
+    while names().difference(&before).next().is_none() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before writing anything"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Runs until `after` past its first output, then stops it with SIGINT: returns the
+/// savepoint's URL.
 fn stop_with_savepoint(args: &[String], after: Duration) -> String {
-    let child = spawn(args);
+    let child = spawn_mid_stream(args);
     std::thread::sleep(after);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -360,7 +394,7 @@ fn savepoint_round_trip(store: &Store) {
     // Parallelism 2, stopped mid-stream with a savepoint.
     let sp1 = stop_with_savepoint(
         &file_job(&input, &out, 2, 2_000, &["--savepoint-dir", sp_dir]),
-        Duration::from_millis(1_200),
+        Duration::from_millis(600),
     );
     let partial = visible_lines(&out.join("counts"));
     assert!(
@@ -386,7 +420,7 @@ fn savepoint_round_trip(store: &Store) {
                 &state_dir,
             ],
         ),
-        Duration::from_millis(1_200),
+        Duration::from_millis(400),
     );
     assert_ne!(sp1, sp2);
     // Parallelism 1 back on the heap from the second savepoint, to the end.
@@ -412,7 +446,7 @@ fn savepoint_with_state(dir: &Path) -> (PathBuf, String) {
             2_000,
             &["--savepoint-dir", &dir.join("sp").display().to_string()],
         ),
-        Duration::from_millis(800),
+        Duration::from_millis(300),
     );
     (input, sp)
 }
@@ -728,7 +762,7 @@ fn on_s3_a_corrupted_state_file_is_rejected_naming_it() {
             2_000,
             &["--savepoint-dir", &store.url],
         ),
-        Duration::from_millis(800),
+        Duration::from_millis(300),
     );
     let key = sp.strip_prefix("s3://").unwrap();
     // Overwrite the object through boto3, which comes with moto.
@@ -878,14 +912,9 @@ fn sigusr1_takes_a_savepoint_and_the_job_goes_on() {
     let total: u64 = expected.values().sum();
     let out = dir.path().join("out");
     let sp_dir = dir.path().join("sp").display().to_string();
-    let child = spawn(&file_job(
-        &input,
-        &out,
-        2,
-        2_000,
-        &["--savepoint-dir", &sp_dir],
-    ));
-    std::thread::sleep(Duration::from_millis(700));
+    let args = file_job(&input, &out, 2, 2_000, &["--savepoint-dir", &sp_dir]);
+    let child = spawn_mid_stream(&args);
+    std::thread::sleep(Duration::from_millis(300));
     let status = Command::new("kill")
         .args(["-USR1", &child.id().to_string()])
         .status()
@@ -977,7 +1006,7 @@ fn a_savepoint_the_job_goes_on_after_commits_nothing_a_restart_would_replay() {
     let sp_dir = dir.path().join("sp").display().to_string();
     // Checkpoints every second, a savepoint in between, then a fault: the restart goes back
     // to the checkpoint before the savepoint.
-    let child = spawn(&datagen_job(
+    let args = datagen_job(
         &out,
         4_000,
         &[
@@ -990,8 +1019,9 @@ fn a_savepoint_the_job_goes_on_after_commits_nothing_a_restart_would_replay() {
             "--savepoint-dir",
             &sp_dir,
         ],
-    ));
-    std::thread::sleep(Duration::from_millis(1_300));
+    );
+    let child = spawn_mid_stream(&args);
+    std::thread::sleep(Duration::from_millis(1_100));
     Command::new("kill")
         .args(["-USR1", &child.id().to_string()])
         .status()
@@ -1010,7 +1040,7 @@ fn a_drained_savepoint_restores_with_event_time_going_on() {
     let sp_dir = dir.path().join("sp").display().to_string();
     let sp = stop_with_savepoint(
         &datagen_job(&out, 5_000, &["--savepoint-dir", &sp_dir, "--drain"]),
-        Duration::from_millis(900),
+        Duration::from_millis(400),
     );
     let before = visible_lines(&out.join("counts"));
     assert!(before > 0 && before < COUNT, "{before}");
