@@ -1064,3 +1064,35 @@ fn a_drained_savepoint_restores_with_event_time_going_on() {
         "records after the savepoint were dropped as late"
     );
 }
+
+#[test]
+fn a_restart_after_one_source_subtask_finished_restores_the_others() {
+    // Subtask 1 of the source emits record 1 and finishes; subtask 0 emits 0, then 2 a
+    // second later, which traps once: the restart restores subtask 1 as finished and
+    // subtask 0 from its position.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let store = local_store();
+    let o = run_ok(&[
+        "run".into(),
+        guest("durable").display().to_string(),
+        "--parallelism".into(),
+        "2".into(),
+        "--arg".into(),
+        format!("output={}", out.display()),
+        "--arg".into(),
+        "count=3".into(),
+        "--arg".into(),
+        "keys=1".into(),
+        "--arg".into(),
+        "rate=1".into(),
+        "--arg".into(),
+        "fail-at=2".into(),
+        "--checkpoint-dir".into(),
+        store.url.clone(),
+        "--checkpoint-interval".into(),
+        "100ms".into(),
+    ]);
+    assert!(stderr(&o).contains("restarts: 1"), "{}", stderr(&o));
+    check_counts(&out.join("counts"), 3);
+}
