@@ -292,6 +292,8 @@ impl RocksDbStateBackend {
         if entries.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
+        let count = entries.len();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let fail = |e: rocksdb::Error| panic!("RocksDB write failed: {e}");
         if entries.len() < INGEST_AT {
@@ -305,6 +307,7 @@ impl RocksDbStateBackend {
             self.db
                 .write_opt(batch, &self.write_opts)
                 .unwrap_or_else(fail);
+            tracing::debug!(entries = count, evict, elapsed = ?started.elapsed(), "state cache written");
             return;
         }
         // Lists and maps in the memtable may sit in the same key range: their batch first.
@@ -328,6 +331,7 @@ impl RocksDbStateBackend {
         self.db
             .ingest_external_file_opts(&ingest, vec![&path])
             .unwrap_or_else(fail);
+        tracing::debug!(entries = count, evict, elapsed = ?started.elapsed(), "state cache ingested");
     }
 
     fn apply_pending(&self) {
