@@ -25,7 +25,7 @@ pub(crate) fn is_expired(stored: &[u8], ttl_ms: u64, now: i64) -> bool {
     match stored.get(..8) {
         Some(ts) => {
             let ts = i64::from_le_bytes(ts.try_into().expect("8"));
-            now.saturating_sub(ts) >= ttl_ms as i64
+            now.saturating_sub(ts) >= i64::try_from(ttl_ms).unwrap_or(i64::MAX)
         }
         None => true,
     }
@@ -42,7 +42,7 @@ fn stamp(now: i64, value: &[u8]) -> Vec<u8> {
 enum Deferred {
     ClearValue(StateIndex, u32, Vec<u8>),
     PutValue(StateIndex, u32, Vec<u8>, Vec<u8>),
-    /// Replace a list with these (unstamped) items.
+    /// Replace a list with these stored (stamped) items.
     SetList(StateIndex, u32, Vec<u8>, Vec<Vec<u8>>),
     RemoveEntry(StateIndex, u32, Vec<u8>, Vec<u8>),
     PutEntry(StateIndex, u32, Vec<u8>, Vec<u8>, Vec<u8>),
@@ -86,15 +86,44 @@ impl TtlBackend {
 
     fn apply_deferred(&mut self) {
         let work = std::mem::take(self.deferred.get_mut());
+        if work.is_empty() {
+            return;
+        }
         let now = (self.clock)();
-        for d in work {
+        // A value read (and so refreshed) in this batch is live: a later read in the same
+        // batch that judged it by its old access time must not remove it.
+        let refreshed: std::collections::HashSet<(StateIndex, u32, &[u8], &[u8])> = work
+            .iter()
+            .filter_map(|d| match d {
+                Deferred::PutValue(s, kg, k, _) => Some((*s, *kg, k.as_slice(), &[][..])),
+                Deferred::PutEntry(s, kg, k, uk, _) => Some((*s, *kg, k.as_slice(), uk.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let mut skip = Vec::with_capacity(work.len());
+        for d in &work {
+            skip.push(match d {
+                Deferred::ClearValue(s, kg, k) => {
+                    refreshed.contains(&(*s, *kg, k.as_slice(), &[][..]))
+                }
+                Deferred::RemoveEntry(s, kg, k, uk) => {
+                    refreshed.contains(&(*s, *kg, k.as_slice(), uk.as_slice()))
+                }
+                _ => false,
+            });
+        }
+        drop(refreshed);
+        for (d, skip) in work.into_iter().zip(skip) {
+            if skip {
+                continue;
+            }
             match d {
                 Deferred::ClearValue(s, kg, k) => self.inner.clear_value(s, kg, &k),
                 Deferred::PutValue(s, kg, k, v) => self.inner.put_value(s, kg, &k, &stamp(now, &v)),
                 Deferred::SetList(s, kg, k, items) => {
                     self.inner.list_clear(s, kg, &k);
                     for i in items {
-                        self.inner.list_add(s, kg, &k, &stamp(now, &i));
+                        self.inner.list_add(s, kg, &k, &i);
                     }
                 }
                 Deferred::RemoveEntry(s, kg, k, uk) => self.inner.map_remove(s, kg, &k, &uk),
@@ -197,18 +226,19 @@ impl KeyedStateBackend for TtlBackend {
         let now = (self.clock)();
         let stored = self.inner.list_get(state, key_group, key);
         let n = stored.len();
-        let live: Vec<Vec<u8>> = stored
+        let mut kept: Vec<Vec<u8>> = stored
             .into_iter()
             .filter(|v| !is_expired(v, ttl.ttl_ms, now))
-            .map(|v| v[8..].to_vec())
             .collect();
-        if live.len() != n || (ttl.refresh_on_read && n > 0) {
-            self.defer(Deferred::SetList(
-                state,
-                key_group,
-                key.to_vec(),
-                live.clone(),
-            ));
+        let live = kept.iter().map(|v| v[8..].to_vec()).collect();
+        if kept.len() != n || (ttl.refresh_on_read && n > 0) {
+            if ttl.refresh_on_read {
+                for v in &mut kept {
+                    v[..8].copy_from_slice(&now.to_le_bytes());
+                }
+            }
+            // Without refresh-on-read the survivors keep their own access times.
+            self.defer(Deferred::SetList(state, key_group, key.to_vec(), kept));
         }
         live
     }
@@ -460,6 +490,53 @@ mod tests {
             let e = restore_snapshot(&mut other, &snap).unwrap_err().to_string();
             assert!(e.contains("state 'v'") && e.contains("TTL"), "{e}");
         }
+    }
+
+    #[test]
+    fn expiring_one_list_item_does_not_extend_the_others_and_huge_ttls_never_expire() {
+        let now = Arc::new(AtomicI64::new(0));
+        let clock = now.clone();
+        let inner = MemoryStateBackend::new(descriptors(false), KeyGroupRange::new(0, 4));
+        let mut b = TtlBackend::with_clock(
+            Box::new(inner),
+            Box::new(move || clock.load(Ordering::Relaxed)),
+        );
+        b.list_add(1, 1, b"k", b"a");
+        now.store(50, Ordering::Relaxed);
+        b.list_add(1, 1, b"k", b"b");
+        now.store(100, Ordering::Relaxed);
+        assert_eq!(b.list_get(1, 1, b"k"), vec![b"b".to_vec()]);
+        b.end_batch();
+        now.store(150, Ordering::Relaxed);
+        assert!(
+            b.list_get(1, 1, b"k").is_empty(),
+            "b expires 100 ms after its write"
+        );
+
+        assert!(
+            !is_expired(&stamp(0, b"x"), u64::MAX, now_ms()),
+            "a TTL past i64 never ends"
+        );
+    }
+
+    #[test]
+    fn a_value_refreshed_earlier_in_a_batch_is_not_removed_by_a_later_read() {
+        let now = Arc::new(AtomicI64::new(0));
+        let clock = now.clone();
+        let inner = MemoryStateBackend::new(descriptors(true), KeyGroupRange::new(0, 4));
+        let mut b = TtlBackend::with_clock(
+            Box::new(inner),
+            Box::new(move || clock.load(Ordering::Relaxed)),
+        );
+        b.map_put(2, 1, b"k", b"u", b"1");
+        now.store(99, Ordering::Relaxed);
+        assert_eq!(b.map_get(2, 1, b"k", b"u"), Some(b"1".to_vec()));
+        now.store(100, Ordering::Relaxed);
+        // Judged by the old access time, it looks expired; the refresh above wins.
+        assert!(b.map_entries(2, 1, b"k").is_empty());
+        b.end_batch();
+        now.store(150, Ordering::Relaxed);
+        assert_eq!(b.map_get(2, 1, b"k", b"u"), Some(b"1".to_vec()));
     }
 
     #[test]
