@@ -191,6 +191,14 @@ fn a_guest_that_loops_forever() {
 }
 
 #[test]
+fn a_guest_that_returns_giant_output_from_one_call() {
+    assert_says(
+        &faulty("giant", &["--max-call-output-mib", "8"]),
+        &["giant", "over the limit of 8388608 bytes per call"],
+    );
+}
+
+#[test]
 fn a_guest_that_allocates_without_bound() {
     assert_says(
         &faulty("alloc", &["--max-memory-mib", "64"]),

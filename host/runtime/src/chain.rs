@@ -50,6 +50,7 @@ pub struct GuestChain {
     label: String,
     deadline_ticks: u64,
     timeout: Duration,
+    max_output: usize,
 }
 
 /// Says what a trap means — the guest's panic message (and the operator that panicked), or
@@ -97,6 +98,7 @@ impl GuestChain {
         label: String,
         deadline_ticks: u64,
         timeout: Duration,
+        max_output: usize,
     ) -> Self {
         GuestChain {
             store,
@@ -105,6 +107,7 @@ impl GuestChain {
             label,
             deadline_ticks,
             timeout,
+            max_output,
         }
     }
 
@@ -123,9 +126,25 @@ impl GuestChain {
         &self.label
     }
 
-    /// Converts what the guest reported into our types.
-    fn batch(r: Result<wit::BatchResult, wit::OperatorError>) -> Result<BatchResult, GuestError> {
+    /// Converts what the guest reported into our types, refusing more output than one call
+    /// may produce.
+    fn batch(
+        &self,
+        r: Result<wit::BatchResult, wit::OperatorError>,
+    ) -> Result<BatchResult, GuestError> {
         match r {
+            Ok(b)
+                if b.output.len() + b.state_writes.len() + b.timer_ops.len() > self.max_output =>
+            {
+                Err(GuestError::Trap {
+                    operator: self.label.clone(),
+                    message: format!(
+                        "produced {} bytes in one call, over the limit of {} bytes per call",
+                        b.output.len() + b.state_writes.len() + b.timer_ops.len(),
+                        self.max_output
+                    ),
+                })
+            }
             Ok(b) => Ok(BatchResult {
                 output: b.output,
                 state_writes: b.state_writes,
@@ -165,19 +184,22 @@ impl GuestChain {
     /// Processes a `process` frame.
     pub fn process(&mut self, frame: &[u8], ctx: CallContext) -> Result<BatchResult, GuestError> {
         let ctx = Self::ctx(ctx);
-        Self::batch(self.call(|c, store, chain| c.call_process(store, chain, frame, ctx))?)
+        let r = self.call(|c, store, chain| c.call_process(store, chain, frame, ctx))?;
+        self.batch(r)
     }
 
     /// Runs an `on-timers` frame.
     pub fn on_timers(&mut self, frame: &[u8], ctx: CallContext) -> Result<BatchResult, GuestError> {
         let ctx = Self::ctx(ctx);
-        Self::batch(self.call(|c, store, chain| c.call_on_timers(store, chain, frame, ctx))?)
+        let r = self.call(|c, store, chain| c.call_on_timers(store, chain, frame, ctx))?;
+        self.batch(r)
     }
 
     /// Tells the chain its input has ended.
     pub fn finish(&mut self, ctx: CallContext) -> Result<BatchResult, GuestError> {
         let ctx = Self::ctx(ctx);
-        Self::batch(self.call(|c, store, chain| c.call_finish(store, chain, ctx))?)
+        let r = self.call(|c, store, chain| c.call_finish(store, chain, ctx))?;
+        self.batch(r)
     }
 
     /// Records each chained node has taken in (a source: produced), in chain order.
@@ -190,7 +212,7 @@ impl GuestChain {
         let ctx = Self::ctx(ctx);
         let polled = self.call(|c, store, chain| c.call_poll(store, chain, max, ctx))?;
         let finished = matches!(&polled, Ok(p) if p.finished);
-        let batch = Self::batch(polled.map(|p| p.batch))?;
+        let batch = self.batch(polled.map(|p| p.batch))?;
         Ok(PollResult { batch, finished })
     }
 }

@@ -32,6 +32,8 @@ pub struct RuntimeConfig {
     pub call_timeout: Duration,
     /// Granularity of the call deadline.
     pub epoch_tick: Duration,
+    /// Most bytes one call may return (records, state writes and timers together).
+    pub max_call_output: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -40,6 +42,7 @@ impl Default for RuntimeConfig {
             max_instance_memory: 512 << 20,
             call_timeout: Duration::from_secs(30),
             epoch_tick: Duration::from_millis(10),
+            max_call_output: 64 << 20,
         }
     }
 }
@@ -304,6 +307,7 @@ impl JobComponent {
             spec.label,
             self.deadline_ticks(),
             timeout,
+            self.config.max_call_output,
         ))
     }
 }

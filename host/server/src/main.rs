@@ -45,6 +45,9 @@ enum Command {
         /// Longest one call into guest code may run, in seconds.
         #[arg(long, default_value_t = 30.0)]
         call_timeout: f64,
+        /// Most output one call into guest code may return, in MiB.
+        #[arg(long, default_value_t = 64)]
+        max_call_output_mib: usize,
         #[command(flatten)]
         durable: Box<DurableArgs>,
     },
@@ -224,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             job,
             max_memory_mib,
             call_timeout,
+            max_call_output_mib,
             durable,
         } => {
             if !(call_timeout > 0.0 && call_timeout.is_finite()) {
@@ -232,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = Runtime::new(RuntimeConfig {
                 max_instance_memory: max_memory_mib << 20,
                 call_timeout: Duration::from_secs_f64(call_timeout),
+                max_call_output: max_call_output_mib << 20,
                 ..RuntimeConfig::default()
             })?;
             let component = load(&runtime, &component)?;

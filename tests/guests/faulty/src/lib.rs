@@ -1,6 +1,7 @@
 //! A job that misbehaves on purpose at record `at` (default 5,000 of 10,000), chosen by
 //! `--arg mode=...`: `panic`, `error` (returns an error), `loop` (never returns),
-//! `alloc` (allocates without bound), `stack` (unbounded recursion), `duplicate-uid` (an
+//! `alloc` (allocates without bound), `stack` (unbounded recursion), `giant` (32 MiB of
+//! output from one call), `duplicate-uid` (an
 //! invalid plan), `unbounded` (never ends: an unbounded datagen into a file sink under
 //! `--arg output=DIR`), `none` (behaves).
 
@@ -48,6 +49,23 @@ fn build(env: &mut StreamEnv) -> Result<()> {
                 .key_by(|r: &DatagenRecord| r.key)
                 .process(FailingProcess { at })
                 .uid("failing-process")
+                .sink(Sink::blackhole());
+            return Ok(());
+        }
+        "giant" => {
+            // 32 MiB of output from one call (on record `at`).
+            records
+                .flat_map(move |r: DatagenRecord| {
+                    if r.seq == at {
+                        vec![vec![7u8; 1 << 20]; 32]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .uid("giant")
+                .rebalance()
+                .map(|v: Vec<u8>| v.len() as u64)
+                .uid("sizes")
                 .sink(Sink::blackhole());
             return Ok(());
         }
