@@ -107,15 +107,39 @@ fn check_windows(dir: &Path, total: u64) {
 }
 
 /// The fault-free run of the datagen job, checked on its own.
-fn baseline() -> (tempfile::TempDir, Vec<String>, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    run_ok(&datagen_job(&out, 0, &[]));
-    check_counts(&out.join("counts"), COUNT);
-    check_windows(&out.join("windows"), COUNT);
-    let c = committed(&out.join("counts"));
-    let w = committed(&out.join("windows"));
-    (dir, c, w)
+/// The committed output of the fault-free run of the datagen job.
+struct Baseline {
+    counts: Vec<String>,
+    windows: Vec<String>,
+}
+
+impl Baseline {
+    /// Runs the datagen job without faults and checks its output on its own.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        run_ok(&datagen_job(&out, 0, &[]));
+        check_counts(&out.join("counts"), COUNT);
+        check_windows(&out.join("windows"), COUNT);
+        Baseline {
+            counts: committed(&out.join("counts")),
+            windows: committed(&out.join("windows")),
+        }
+    }
+
+    /// Asserts that the committed output under `out` is exactly the fault-free run's.
+    fn assert_same(&self, out: &Path, what: &str) {
+        assert_eq!(
+            committed(&out.join("counts")),
+            self.counts,
+            "{what} changed the committed counts"
+        );
+        assert_eq!(
+            committed(&out.join("windows")),
+            self.windows,
+            "{what} changed the committed windows"
+        );
+    }
 }
 
 /// Checkpoint storage for a test: a local directory, or a bucket prefix on the test S3
@@ -144,7 +168,7 @@ fn spawn(args: &[String]) -> Child {
 }
 
 fn trap_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
-    let (_base, counts, windows) = baseline();
+    let base = Baseline::new();
     let mut rng = Rng(seed);
     for i in 0..runs {
         let dir = tempfile::tempdir().unwrap();
@@ -171,21 +195,12 @@ fn trap_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
             "run {i} (fault at {at}) did not restart once:\n{}",
             stderr(&o)
         );
-        assert_eq!(
-            committed(&out.join("counts")),
-            counts,
-            "run {i}: fault at record {at} changed the committed counts"
-        );
-        assert_eq!(
-            committed(&out.join("windows")),
-            windows,
-            "run {i}: fault at record {at} changed the committed windows"
-        );
+        base.assert_same(&out, &format!("run {i}: a fault at record {at}"));
     }
 }
 
 fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
-    let (_base, counts, windows) = baseline();
+    let base = Baseline::new();
     let mut rng = Rng(seed);
     let mut restored = 0;
     for i in 0..runs {
@@ -224,16 +239,7 @@ fn kill_runs(store: impl Fn() -> Store, runs: usize, seed: u64) {
         let mut resume = args.clone();
         resume.push("--resume".into());
         run_ok(&resume);
-        assert_eq!(
-            committed(&out.join("counts")),
-            counts,
-            "run {i}: kill -9 after {wait:?} changed the committed counts"
-        );
-        assert_eq!(
-            committed(&out.join("windows")),
-            windows,
-            "run {i}: kill -9 after {wait:?} changed the committed windows"
-        );
+        base.assert_same(&out, &format!("run {i}: kill -9 after {wait:?}"));
     }
     assert!(
         restored * 2 >= runs,
@@ -545,7 +551,7 @@ fn state_of_a_removed_operator_needs_allow_non_restored_state() {
 
 #[test]
 fn resume_without_a_checkpoint_starts_fresh() {
-    let (_base, counts, _) = baseline();
+    let base = Baseline::new();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let store = local_store();
@@ -554,7 +560,7 @@ fn resume_without_a_checkpoint_starts_fresh() {
         0,
         &["--checkpoint-dir", &store.url, "--resume"],
     ));
-    assert_eq!(committed(&out.join("counts")), counts);
+    assert_eq!(committed(&out.join("counts")), base.counts);
 }
 
 #[test]
@@ -834,7 +840,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn rocksdb_checkpoints_are_incremental_and_restore_anywhere() {
-    let (_base, counts, windows) = baseline();
+    let base = Baseline::new();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let store = local_store();
@@ -893,8 +899,7 @@ fn rocksdb_checkpoints_are_incremental_and_restore_anywhere() {
     // left that no retained checkpoint references.
     args.push("--resume".into());
     run_ok(&args);
-    assert_eq!(committed(&out.join("counts")), counts);
-    assert_eq!(committed(&out.join("windows")), windows);
+    base.assert_same(&out, "the run");
     let referenced: Vec<String> = shared_refs(&job_dir).into_values().flatten().collect();
     for f in files_under(&job_dir.join("shared")) {
         assert!(
@@ -999,7 +1004,7 @@ fn state_with_a_ttl_expires_on_both_backends() {
 
 #[test]
 fn a_savepoint_the_job_goes_on_after_commits_nothing_a_restart_would_replay() {
-    let (_base, counts, windows) = baseline();
+    let base = Baseline::new();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let store = local_store();
@@ -1029,8 +1034,7 @@ fn a_savepoint_the_job_goes_on_after_commits_nothing_a_restart_would_replay() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("restarts: 1"), "{}", stderr(&o));
-    assert_eq!(committed(&out.join("counts")), counts);
-    assert_eq!(committed(&out.join("windows")), windows);
+    base.assert_same(&out, "the run");
 }
 
 #[test]
