@@ -205,6 +205,24 @@ pub struct Metadata {
     pub operators: BTreeMap<String, OperatorState>,
 }
 
+impl Metadata {
+    /// Bytes of state the snapshot references (state files, and a RocksDB database's files
+    /// including SSTs shared with earlier checkpoints).
+    pub fn state_bytes(&self) -> u64 {
+        let subtasks = self.operators.values().flat_map(|o| &o.subtasks);
+        subtasks
+            .map(|s| {
+                let file = s.file.as_ref().map_or(0, |f| f.size);
+                let native = s.native.as_ref().map_or(0, |n| {
+                    let files = n.shared.iter().chain(&n.private);
+                    files.map(|f| f.size).sum::<u64>() + n.timers.size
+                });
+                file + native
+            })
+            .sum()
+    }
+}
+
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);

@@ -222,6 +222,26 @@ impl JobComponent {
         self.size
     }
 
+    /// The same compiled component with other sandbox limits for the instances it opens
+    /// (a tenant's memory limit, say). The epoch tick is the engine's and stays.
+    pub fn with_limits(&self, config: RuntimeConfig) -> Arc<JobComponent> {
+        Arc::new(JobComponent {
+            digest: self.digest,
+            size: self.size,
+            pre: self.pre.clone(),
+            engine: self.engine.clone(),
+            config: RuntimeConfig {
+                epoch_tick: self.config.epoch_tick,
+                ..config
+            },
+        })
+    }
+
+    /// The sandbox limits of the instances it opens.
+    pub fn limits(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
     fn store(&self, label: String, seed: u64) -> Store<TaskData> {
         let mut store = Store::new(
             &self.engine,

@@ -457,6 +457,7 @@ pub(crate) struct Coordinator<'a> {
     pub stop: Arc<AtomicBool>,
     pub savepoint_now: Arc<AtomicBool>,
     pub savepoints: Option<Sender<String>>,
+    pub events: Option<Sender<crate::JobEvent>>,
     pub drain: bool,
     pub savepoint_dir: Option<Storage>,
     pub control: Arc<Control>,
@@ -532,6 +533,7 @@ impl Coordinator<'_> {
                 if p.started.elapsed() > self.config.timeout {
                     let id = p.barrier.id;
                     tracing::warn!(checkpoint = id, "checkpoint expired");
+                    self.emit_failure(p, format!("expired after {:?}", self.config.timeout));
                     if p.stop {
                         return Err(JobError::Checkpoint(format!(
                             "the savepoint to stop with ({id}) expired after {:?}",
@@ -573,6 +575,9 @@ impl Coordinator<'_> {
                 Report::Decline { id, reason } => {
                     if pending.as_ref().is_some_and(|p| p.barrier.id == id) {
                         tracing::warn!(checkpoint = id, %reason, "checkpoint declined");
+                        if let Some(p) = &pending {
+                            self.emit_failure(p, reason.clone());
+                        }
                         if pending.as_ref().is_some_and(|p| p.stop) {
                             return Err(JobError::Checkpoint(format!(
                                 "the savepoint to stop with failed: {reason}"
@@ -623,6 +628,11 @@ impl Coordinator<'_> {
                     }
                     Err(e) => {
                         tracing::warn!(checkpoint = id, error = %e, "checkpoint failed");
+                        self.emit(crate::JobEvent::SnapshotFailed {
+                            id,
+                            savepoint: p.barrier.savepoint,
+                            reason: e.to_string(),
+                        });
                         failures += 1;
                         if stop || failures > self.config.tolerable_failures {
                             return Err(e);
@@ -632,6 +642,20 @@ impl Coordinator<'_> {
                 last_end = Instant::now();
             }
         }
+    }
+
+    fn emit(&self, event: crate::JobEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn emit_failure(&self, p: &Pending, reason: String) {
+        self.emit(crate::JobEvent::SnapshotFailed {
+            id: p.barrier.id,
+            savepoint: p.barrier.savepoint,
+            reason,
+        });
     }
 
     /// The barrier of a new savepoint, in a directory no earlier run has used (`None`
@@ -719,6 +743,14 @@ impl Coordinator<'_> {
             dir = barrier.dir.url(),
             "snapshot complete"
         );
+        self.emit(crate::JobEvent::Snapshot(crate::SnapshotStats {
+            id: barrier.id,
+            savepoint: barrier.savepoint,
+            location: barrier.dir.url().to_string(),
+            duration_ms: m.duration_ms,
+            state_bytes: m.state_bytes(),
+            completed_ms: m.completed_ms,
+        }));
         Ok(())
     }
 

@@ -21,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod connectors;
+pub mod events;
 pub mod exchange;
 pub mod plan;
 mod task;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 pub use checkpoint::{CheckpointConfig, CheckpointMode, RestartStrategy, Restore};
 use checkpoint::{Control, Coordinator, Outcome, Report, TaskLink};
 use connectors::ConnectorError;
+pub use events::{JobEvent, LiveCounters, OperatorProgress, SnapshotStats};
 use exchange::{Downstream, InputGate, Outputs};
 use plan::{ExecutionPlan, Route};
 use task::{JobCounters, Task, TaskInput, TaskLinks};
@@ -143,6 +145,8 @@ pub struct JobOptions {
     pub drain: bool,
     /// Where keyed state lives.
     pub state_backend: StateBackendKind,
+    /// Told what happens while the job runs (attempts, restarts, snapshots).
+    pub events: Option<crossbeam_channel::Sender<JobEvent>>,
 }
 
 /// Where keyed state lives; the guest cannot tell.
@@ -165,6 +169,12 @@ impl StateBackendKind {
 }
 
 impl JobOptions {
+    fn emit(&self, event: JobEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
+    }
+
     /// Options with the given default parallelism.
     pub fn new(parallelism: u32) -> Self {
         JobOptions {
@@ -184,6 +194,7 @@ impl JobOptions {
             savepoint_dir: None,
             drain: false,
             state_backend: StateBackendKind::Memory,
+            events: None,
         }
     }
 
@@ -284,8 +295,8 @@ pub fn run_job(
     }
     let mut args = options.args.clone();
     args.push(("weir.attempt".into(), "0".into()));
-    let graph = component.plan(&args, options.parallelism)?;
-    let plan = ExecutionPlan::new(&graph);
+    let graph = Arc::new(component.plan(&args, options.parallelism)?);
+    let plan = Arc::new(ExecutionPlan::new(&graph));
     for v in &plan.vertices {
         if v.guest.is_empty() && v.source.is_some() && v.sink.is_some() {
             return Err(JobError::Unsupported(format!(
@@ -372,6 +383,11 @@ pub fn run_job(
                     return Err(e);
                 };
                 tracing::warn!(error = %e, restart = restarts, ?delay, "restarting the job");
+                options.emit(JobEvent::Restarting {
+                    attempt: restarts,
+                    cause: e.to_string(),
+                    delay,
+                });
                 let until = Instant::now() + delay;
                 while Instant::now() < until {
                     if options.cancel.load(Ordering::Relaxed) {
@@ -409,8 +425,8 @@ fn job_id_from_name(name: &str) -> String {
 
 /// One run of the job's tasks, from a restore point or from scratch.
 struct Attempt<'a> {
-    graph: &'a JobGraph,
-    plan: &'a ExecutionPlan,
+    graph: &'a Arc<JobGraph>,
+    plan: &'a Arc<ExecutionPlan>,
     job_id: &'a str,
     job_dir: Option<Storage>,
     restore: Option<&'a Restore>,
@@ -527,7 +543,12 @@ impl Attempt<'_> {
             }
         }
 
-        let counters = Arc::new(JobCounters::new(graph.nodes.len(), graph.edges.len()));
+        let tasks_total = plan.vertices.iter().map(|v| v.parallelism as usize).sum();
+        let counters = Arc::new(JobCounters::new(
+            graph.nodes.len(),
+            graph.edges.len(),
+            tasks_total,
+        ));
         let mut tasks = Vec::new();
         for (vi, v) in plan.vertices.iter().enumerate() {
             let nodes = v.nodes();
@@ -734,6 +755,14 @@ impl Attempt<'_> {
             handles.push((label, handle));
         }
         let startup = attempt_started.elapsed();
+        options.emit(JobEvent::Running {
+            attempt: self.number,
+            counters: LiveCounters {
+                graph: graph.clone(),
+                plan: plan.clone(),
+                counters: counters.clone(),
+            },
+        });
 
         let savepoint_dir = match (&options.savepoint_dir, self.guest_source) {
             (Some(_), true) => {
@@ -756,6 +785,7 @@ impl Attempt<'_> {
             stop: options.stop.clone(),
             savepoint_now: options.savepoint_now.clone(),
             savepoints: options.savepoints.clone(),
+            events: options.events.clone(),
             drain: options.drain,
             savepoint_dir,
             control,
@@ -813,34 +843,9 @@ fn summary(
     restarts: u32,
     savepoint: Option<String>,
 ) -> JobSummary {
-    let node_in = |n: usize| counters.node_in[n].load(Ordering::Relaxed);
-    let operators = graph
-        .topological_order()
-        .expect("validated")
-        .into_iter()
-        .map(|n| {
-            let records_out = graph
-                .edges
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.source == n)
-                .map(|(i, e)| match plan.routes[i] {
-                    Route::Chained => node_in(e.target),
-                    _ => counters.edges[i].load(Ordering::Relaxed),
-                })
-                .sum();
-            OperatorSummary {
-                uid: graph.nodes[n].uid.clone(),
-                vertex: plan.vertex_of[n],
-                parallelism: graph.nodes[n].parallelism,
-                records_in: node_in(n),
-                records_out,
-            }
-        })
-        .collect();
     JobSummary {
         name: graph.name.clone(),
-        operators,
+        operators: events::operator_summaries(graph, plan, counters),
         duration: started.elapsed(),
         restarts,
         savepoint,

@@ -1,6 +1,6 @@
 //! One subtask: a source or input gate, an optional guest chain, outputs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,14 +127,17 @@ pub struct JobCounters {
     pub node_in: Vec<AtomicU64>,
     /// Records sent on each edge that leaves a vertex, by edge index.
     pub edges: Vec<AtomicU64>,
+    /// Each task's input watermark (`i64::MIN` before the first), by task index.
+    pub watermarks: Vec<AtomicI64>,
 }
 
 impl JobCounters {
-    /// Zeroed counters for `nodes` nodes and `edges` edges.
-    pub fn new(nodes: usize, edges: usize) -> Self {
+    /// Zeroed counters for `nodes` nodes, `edges` edges and `tasks` tasks.
+    pub fn new(nodes: usize, edges: usize, tasks: usize) -> Self {
         JobCounters {
             node_in: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             edges: (0..edges).map(|_| AtomicU64::new(0)).collect(),
+            watermarks: (0..tasks).map(|_| AtomicI64::new(i64::MIN)).collect(),
         }
     }
 }
@@ -776,6 +779,9 @@ impl Task {
         self.input_watermark = w;
         if w < Watermark::MAX {
             self.finite_watermark = w;
+            if let Some(m) = self.counters.watermarks.get(self.links.index) {
+                m.store(w.0, Ordering::Relaxed);
+            }
         }
         self.fire_timers(TimeDomain::EventTime, w.0)?;
         if self.generator.is_none() || w == Watermark::MAX {
