@@ -185,7 +185,7 @@ impl DurableArgs {
         options.from_savepoint = self.from_savepoint.as_deref().map(open).transpose()?;
         options.allow_non_restored_state = self.allow_non_restored_state;
         options.savepoint_dir = self.savepoint_dir.as_deref().map(open).transpose()?;
-        options.drain = self.drain;
+        options.drain.store(self.drain, Ordering::Relaxed);
         let (attempts, delay) = (self.restart_attempts, self.restart_delay);
         options.restart = self.restart.map(|r| match r.as_str() {
             "none" => RestartStrategy::None,

@@ -458,7 +458,7 @@ pub(crate) struct Coordinator<'a> {
     pub savepoint_now: Arc<AtomicBool>,
     pub savepoints: Option<Sender<String>>,
     pub events: Option<Sender<crate::JobEvent>>,
-    pub drain: bool,
+    pub drain: Arc<AtomicBool>,
     pub savepoint_dir: Option<Storage>,
     pub control: Arc<Control>,
     pub next_id: u64,
@@ -498,7 +498,7 @@ impl Coordinator<'_> {
                 if let Some(p) = pending.take() {
                     self.abort(p);
                 }
-                if self.drain {
+                if self.drain.load(Ordering::Relaxed) {
                     *self.control.drain_target.lock().expect("not poisoned") = Some(barrier);
                     self.control.drain.store(true, Ordering::Relaxed);
                 } else {

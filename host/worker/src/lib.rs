@@ -142,7 +142,7 @@ pub struct JobOptions {
     /// Where stop-with-savepoint writes.
     pub savepoint_dir: Option<Storage>,
     /// Stop-with-savepoint ends the input first (final watermark, windows fire).
-    pub drain: bool,
+    pub drain: Arc<AtomicBool>,
     /// Where keyed state lives.
     pub state_backend: StateBackendKind,
     /// Told what happens while the job runs (attempts, restarts, snapshots).
@@ -192,7 +192,7 @@ impl JobOptions {
             from_savepoint: None,
             allow_non_restored_state: false,
             savepoint_dir: None,
-            drain: false,
+            drain: Arc::new(AtomicBool::new(false)),
             state_backend: StateBackendKind::Memory,
             events: None,
         }
@@ -786,7 +786,7 @@ impl Attempt<'_> {
             savepoint_now: options.savepoint_now.clone(),
             savepoints: options.savepoints.clone(),
             events: options.events.clone(),
-            drain: options.drain,
+            drain: options.drain.clone(),
             savepoint_dir,
             control,
             next_id: *next_id,

@@ -1,0 +1,989 @@
+//! The JobManager: the dispatcher (components, submissions, the job table), a job master's
+//! bookkeeping per job (lifecycle, restarts, exceptions, checkpoints, savepoint triggers)
+//! and the resource manager (slots). It drives the TaskManager only through messages and
+//! learns what happens from the TaskManager's events, on a thread of its own.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use weir_core::NodeKind;
+use weir_runtime::{Runtime, RuntimeConfig};
+
+use crate::auth::{random_hex, Authenticator, Principal};
+use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary};
+use crate::config::{ClusterConfig, TenantConfig};
+use crate::error::{ClusterError, ErrorKind};
+use crate::job::*;
+use crate::paths;
+use crate::taskmanager::{
+    Deployment, JobOutcome, TaskManager, TaskManagerCommand, TaskManagerEvent, TaskManagerEventKind,
+};
+
+/// Ended jobs kept for `GET /v1/jobs` (the oldest are forgotten first).
+const MAX_ENDED_JOBS: usize = 1000;
+/// Completed checkpoints kept per job in its history.
+const CHECKPOINT_HISTORY: usize = 20;
+/// Exceptions kept per job.
+const EXCEPTION_HISTORY: usize = 50;
+
+/// The JobManager of a session cluster.
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    data_dir: PathBuf,
+    auth: Authenticator,
+    runtime: Runtime,
+    components: ComponentStore,
+    taskmanager: TaskManager,
+    jobs: Mutex<Jobs>,
+    started_ms: i64,
+}
+
+#[derive(Default)]
+struct Jobs {
+    by_id: BTreeMap<String, JobRecord>,
+    /// Ended jobs, oldest first.
+    ended: VecDeque<String>,
+    /// Jobs waiting for slots, in submission order.
+    waiting: VecDeque<String>,
+    slots_used: u32,
+}
+
+/// What the job master keeps of one job.
+struct JobRecord {
+    id: String,
+    tenant: Arc<TenantConfig>,
+    name: String,
+    request: SubmitJob,
+    state: JobState,
+    timestamps: Vec<StateEntry>,
+    slots: u32,
+    holds_slots: bool,
+    start_ms: i64,
+    end_ms: Option<i64>,
+    restarts: u32,
+    failure: Option<String>,
+    /// A quota the job broke: it is cancelled and ends FAILED with this cause.
+    quota_failure: Option<String>,
+    exceptions: VecDeque<ExceptionEntry>,
+    checkpoints: CheckpointStats,
+    plan: PlanSummary,
+    operators: Vec<OperatorStatus>,
+    last_sample: Option<Instant>,
+    savepoint: Option<String>,
+    triggers: Vec<SavepointStatus>,
+    /// Held until slots are free.
+    deployment: Option<Box<Deployment>>,
+    /// Sources written in the guest: no savepoints.
+    guest_source: bool,
+}
+
+impl JobRecord {
+    fn apply(&mut self, t: Transition) -> bool {
+        match self.state.next(t) {
+            Some(next) => {
+                if next != self.state {
+                    tracing::info!(job = %self.id, tenant = %self.tenant.name, from = self.state.name(), to = next.name(), "job state");
+                    self.state = next;
+                    self.timestamps.push(StateEntry {
+                        state: next,
+                        at_ms: now_ms(),
+                    });
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn overview(&self) -> JobOverview {
+        JobOverview {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            state: self.state,
+            tenant: self.tenant.name.clone(),
+            component: self.request.component.clone(),
+            slots: self.slots,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            restarts: self.restarts,
+        }
+    }
+
+    fn details(&self) -> JobDetails {
+        JobDetails {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            state: self.state,
+            tenant: self.tenant.name.clone(),
+            component: self.request.component.clone(),
+            request: self.request.clone(),
+            slots: self.slots,
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            timestamps: self.timestamps.clone(),
+            restarts: self.restarts,
+            failure: self.failure.clone(),
+            plan: self.plan.clone(),
+            operators: self.operators.clone(),
+            last_checkpoint: self.checkpoints.latest.clone(),
+            savepoint: self.savepoint.clone(),
+        }
+    }
+
+    fn settle_triggers(&mut self, stop: bool, outcome: Result<&str, &str>) {
+        for t in &mut self.triggers {
+            if t.status == TriggerStatus::InProgress && t.stop == stop {
+                match outcome {
+                    Ok(location) => {
+                        t.status = TriggerStatus::Completed;
+                        t.location = Some(location.to_string());
+                    }
+                    Err(reason) => {
+                        t.status = TriggerStatus::Failed;
+                        t.failure = Some(reason.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v1/overview`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ClusterOverview {
+    /// Slots of the cluster.
+    pub slots_total: u32,
+    /// Slots no job holds.
+    pub slots_free: u32,
+    /// Jobs the caller can see, by state.
+    pub jobs: BTreeMap<String, u32>,
+    /// Tenants (the admin sees all; a tenant, itself).
+    pub tenants: Vec<String>,
+    /// TaskManagers.
+    pub taskmanagers: u32,
+    /// Server start, ms since the epoch.
+    pub started_ms: i64,
+    /// This build's version.
+    pub version: String,
+}
+
+/// `GET /v1/taskmanagers`: one entry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TaskManagerInfo {
+    /// Its id.
+    pub id: String,
+    /// Its slots.
+    pub slots_total: u32,
+    /// Slots no job holds.
+    pub slots_free: u32,
+    /// Jobs deployed to it and not ended.
+    pub jobs_running: u32,
+    /// Resident memory of the process it runs in, bytes.
+    pub rss_bytes: u64,
+}
+
+impl JobManager {
+    /// Starts the JobManager and a local TaskManager.
+    pub fn start(config: ClusterConfig) -> Result<JobManager, ClusterError> {
+        let io = |what: &str, e: std::io::Error| ClusterError::internal(format!("{what}: {e}"));
+        std::fs::create_dir_all(&config.server.data_dir)
+            .map_err(|e| io("cannot create the data directory", e))?;
+        let data_dir = config
+            .server
+            .data_dir
+            .canonicalize()
+            .map_err(|e| io("data directory", e))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            call_timeout: config.server.call_timeout(),
+            max_call_output: config.server.max_call_output_bytes,
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| ClusterError::internal(e.to_string()))?;
+        let components = ComponentStore::open(&data_dir.join("components"))?;
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let taskmanager =
+            TaskManager::start(events_tx).map_err(|e| io("cannot start the TaskManager", e))?;
+        let inner = Arc::new(Inner {
+            auth: Authenticator::new(&config),
+            config,
+            data_dir,
+            runtime,
+            components,
+            taskmanager,
+            jobs: Mutex::default(),
+            started_ms: now_ms(),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("weir-jobmanager".into())
+            .spawn(move || {
+                for event in events_rx {
+                    let Some(inner) = weak.upgrade() else { return };
+                    JobManager { inner }.on_event(event);
+                }
+            })
+            .map_err(|e| io("cannot start the JobManager thread", e))?;
+        Ok(JobManager { inner })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// Who a bearer token stands for.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.inner.auth.authenticate(token)
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        self.inner.jobs.lock().expect("not poisoned")
+    }
+
+    fn tenant_of<'p>(&self, p: &'p Principal) -> Result<&'p Arc<TenantConfig>, ClusterError> {
+        match p {
+            Principal::Tenant(t) => Ok(t),
+            Principal::Admin => Err(ClusterError::new(
+                ErrorKind::Forbidden,
+                "tenant_only",
+                "the admin token is for cluster operations; use a tenant's token for this",
+            )),
+        }
+    }
+
+    /// The largest upload `p` may make.
+    pub fn max_component_bytes(&self, p: &Principal) -> u64 {
+        match p {
+            Principal::Tenant(t) => t.max_component_bytes,
+            Principal::Admin => 0,
+        }
+    }
+
+    // ---- components ------------------------------------------------------------------
+
+    /// Checks and stores a component; `true` when it was new.
+    pub fn upload(
+        &self,
+        p: &Principal,
+        name: Option<String>,
+        bytes: &[u8],
+    ) -> Result<(ComponentInfo, bool), ClusterError> {
+        let tenant = self.tenant_of(p)?;
+        if bytes.len() as u64 > tenant.max_component_bytes {
+            return Err(too_large(tenant));
+        }
+        self.inner
+            .components
+            .add(&self.inner.runtime, &tenant.name, name, bytes)
+    }
+
+    /// Components `p` may see.
+    pub fn components(&self, p: &Principal) -> Vec<ComponentInfo> {
+        self.inner.components.list(p.tenant())
+    }
+
+    /// One component.
+    pub fn component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
+        self.find_component(p, id)
+    }
+
+    fn find_component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
+        let found = match p.tenant() {
+            Some(t) => self.inner.components.get(t, id),
+            None => self
+                .inner
+                .components
+                .list(None)
+                .into_iter()
+                .find(|c| c.id == id),
+        };
+        found.ok_or_else(|| ClusterError::not_found("component", id))
+    }
+
+    /// Deletes a component; jobs running it go on.
+    pub fn delete_component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
+        let info = self.find_component(p, id)?;
+        self.inner.components.remove(&info.tenant, id)
+    }
+
+    // ---- jobs -------------------------------------------------------------------------
+
+    /// Validates a submission and schedules the job.
+    pub fn submit(&self, p: &Principal, req: SubmitJob) -> Result<JobDetails, ClusterError> {
+        let tenant = self.tenant_of(p)?.clone();
+        let parallelism = req.parallelism.unwrap_or(1);
+        if parallelism == 0 {
+            return Err(ClusterError::bad_request("parallelism must be at least 1"));
+        }
+        let rocksdb = match req.state_backend.as_deref() {
+            None | Some("memory") => false,
+            Some("rocksdb") => true,
+            Some(other) => {
+                return Err(ClusterError::bad_request(format!(
+                    "state_backend '{other}': use 'memory' or 'rocksdb'"
+                )))
+            }
+        };
+        if req.checkpoint_interval_ms.is_some_and(|ms| ms < 10) {
+            return Err(ClusterError::bad_request(
+                "checkpoint_interval_ms must be at least 10",
+            ));
+        }
+        if let Some(k) = req.args.keys().find(|k| k.starts_with("weir.")) {
+            return Err(ClusterError::bad_request(format!(
+                "argument '{k}': names starting with 'weir.' are the host's"
+            )));
+        }
+        let component = self
+            .inner
+            .components
+            .load(&self.inner.runtime, &tenant.name, &req.component)?
+            .with_limits(RuntimeConfig {
+                max_instance_memory: usize::try_from(tenant.max_instance_memory_bytes)
+                    .unwrap_or(usize::MAX),
+                call_timeout: self.inner.config.server.call_timeout(),
+                max_call_output: self.inner.config.server.max_call_output_bytes,
+                ..RuntimeConfig::default()
+            });
+        let args: Vec<(String, String)> = req.args.clone().into_iter().collect();
+        let mut plan_args = args.clone();
+        plan_args.push(("weir.attempt".into(), "0".into()));
+        let graph = component
+            .plan(&plan_args, parallelism)
+            .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "invalid_plan", e.to_string()))?;
+        // File connectors may only touch the tenant's directories.
+        for n in &graph.nodes {
+            if let NodeKind::Source(c) | NodeKind::Sink(c) = &n.kind {
+                if let Some(path) = c.get("path") {
+                    paths::check_allowed(Path::new(path), &tenant.allowed_paths).map_err(|e| {
+                        ClusterError::new(
+                            ErrorKind::BadRequest,
+                            "path_not_allowed",
+                            format!("{} '{}': {e}", c.name, n.uid),
+                        )
+                    })?;
+                }
+            }
+        }
+        let tenant_dir = self.inner.data_dir.join("tenants").join(&tenant.name);
+        let (checkpoint_dir, savepoint_dir) = (
+            tenant_dir.join("checkpoints"),
+            tenant_dir.join("savepoints"),
+        );
+        for d in [&checkpoint_dir, &savepoint_dir] {
+            std::fs::create_dir_all(d).map_err(|e| {
+                ClusterError::internal(format!("cannot create {}: {e}", d.display()))
+            })?;
+        }
+        let from_savepoint = match &req.from_savepoint {
+            Some(location) => {
+                let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
+                let mut allowed = vec![checkpoint_dir.clone(), savepoint_dir.clone()];
+                allowed.extend(tenant.allowed_paths.iter().cloned());
+                let resolved = paths::check_allowed(path, &allowed).map_err(|e| {
+                    ClusterError::new(
+                        ErrorKind::BadRequest,
+                        "path_not_allowed",
+                        format!("from_savepoint: {e}"),
+                    )
+                })?;
+                if !resolved.join("_metadata").is_file() {
+                    return Err(ClusterError::bad_request(format!(
+                        "from_savepoint: '{location}' is not a savepoint (no _metadata)"
+                    )));
+                }
+                Some(resolved.display().to_string())
+            }
+            None => None,
+        };
+        let slots = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+        let cluster_slots = self.inner.config.server.slots;
+        if slots > tenant.max_slots {
+            return Err(ClusterError::quota(format!(
+                "the job needs {slots} slots (its largest parallelism); tenant '{}' may use {} (max_slots)",
+                tenant.name, tenant.max_slots
+            )));
+        }
+        if slots > cluster_slots {
+            return Err(ClusterError::quota(format!(
+                "the job needs {slots} slots; the cluster has {cluster_slots}"
+            )));
+        }
+        let id = random_hex(16);
+        let restart_attempts =
+            req.restart_attempts
+                .unwrap_or(if req.checkpoint_interval_ms.is_some() {
+                    3
+                } else {
+                    0
+                });
+        let deployment = Deployment {
+            job: id.clone(),
+            component,
+            parallelism,
+            args,
+            checkpoint_dir: checkpoint_dir.display().to_string(),
+            checkpoint_interval: req.checkpoint_interval_ms.map(Duration::from_millis),
+            savepoint_dir: savepoint_dir.display().to_string(),
+            from_savepoint,
+            allow_non_restored_state: req.allow_non_restored_state,
+            rocksdb_dir: rocksdb.then(|| self.inner.data_dir.join("tmp").join(&id)),
+            restart_attempts,
+        };
+        let now = now_ms();
+        let mut record = JobRecord {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            name: graph.name.clone(),
+            request: req,
+            state: JobState::Created,
+            timestamps: vec![StateEntry {
+                state: JobState::Created,
+                at_ms: now,
+            }],
+            slots,
+            holds_slots: false,
+            start_ms: now,
+            end_ms: None,
+            restarts: 0,
+            failure: None,
+            quota_failure: None,
+            exceptions: VecDeque::new(),
+            checkpoints: CheckpointStats::default(),
+            plan: PlanSummary::of(&graph),
+            operators: Vec::new(),
+            last_sample: None,
+            savepoint: None,
+            triggers: Vec::new(),
+            deployment: Some(Box::new(deployment)),
+            guest_source: graph.nodes.iter().any(|n| n.kind == NodeKind::GuestSource),
+        };
+        let mut jobs = self.jobs();
+        let active: Vec<&JobRecord> = jobs
+            .by_id
+            .values()
+            .filter(|j| j.tenant.name == tenant.name && !j.state.is_terminal())
+            .collect();
+        if active.len() as u32 >= tenant.max_jobs {
+            return Err(ClusterError::quota(format!(
+                "tenant '{}' has {} jobs that have not ended; it may have {} (max_jobs)",
+                tenant.name,
+                active.len(),
+                tenant.max_jobs
+            )));
+        }
+        let tenant_slots: u32 = active
+            .iter()
+            .filter(|j| j.holds_slots)
+            .map(|j| j.slots)
+            .sum();
+        let free = cluster_slots - jobs.slots_used;
+        let wait = record.request.wait;
+        if tenant_slots + slots > tenant.max_slots && !wait {
+            return Err(ClusterError::quota(format!(
+                "the job needs {slots} slots; tenant '{}' holds {tenant_slots} of its {} (max_slots)",
+                tenant.name, tenant.max_slots
+            )));
+        }
+        if slots > free && !wait {
+            return Err(ClusterError::new(
+                ErrorKind::Conflict,
+                "no_slots",
+                format!(
+                    "the job needs {slots} slots; {free} of {cluster_slots} are free (submit with \"wait\": true to queue)"
+                ),
+            ));
+        }
+        record.apply(Transition::Schedule);
+        tracing::info!(job = %id, tenant = %tenant.name, name = %record.name, slots, "job submitted");
+        jobs.by_id.insert(id.clone(), record);
+        jobs.waiting.push_back(id.clone());
+        self.schedule(&mut jobs);
+        Ok(jobs.by_id[&id].details())
+    }
+
+    /// Deploys waiting jobs, in order, while slots and their tenants' quotas allow.
+    fn schedule(&self, jobs: &mut Jobs) {
+        let total = self.inner.config.server.slots;
+        let mut i = 0;
+        while i < jobs.waiting.len() {
+            let id = jobs.waiting[i].clone();
+            let Some(job) = jobs.by_id.get(&id) else {
+                jobs.waiting.remove(i);
+                continue;
+            };
+            let tenant_slots: u32 = jobs
+                .by_id
+                .values()
+                .filter(|j| j.tenant.name == job.tenant.name && j.holds_slots)
+                .map(|j| j.slots)
+                .sum();
+            let fits = job.slots <= total - jobs.slots_used
+                && tenant_slots + job.slots <= job.tenant.max_slots;
+            if !fits {
+                i += 1;
+                continue;
+            }
+            jobs.waiting.remove(i);
+            let slots = job.slots;
+            jobs.slots_used += slots;
+            let job = jobs.by_id.get_mut(&id).expect("present");
+            job.holds_slots = true;
+            if let Some(d) = job.deployment.take() {
+                self.inner.taskmanager.send(TaskManagerCommand::Deploy(d));
+            }
+        }
+    }
+
+    fn with_job<T>(
+        &self,
+        p: &Principal,
+        id: &str,
+        f: impl FnOnce(&mut JobRecord, &mut Jobs) -> Result<T, ClusterError>,
+    ) -> Result<T, ClusterError> {
+        let mut guard = self.jobs();
+        let jobs = &mut *guard;
+        let mut job = match jobs.by_id.remove(id) {
+            Some(j) if p.may_see(&j.tenant.name) => j,
+            Some(j) => {
+                jobs.by_id.insert(id.to_string(), j);
+                return Err(ClusterError::not_found("job", id));
+            }
+            None => return Err(ClusterError::not_found("job", id)),
+        };
+        let r = f(&mut job, jobs);
+        jobs.by_id.insert(id.to_string(), job);
+        r
+    }
+
+    /// Jobs `p` may see, newest first.
+    pub fn jobs_overview(&self, p: &Principal) -> Vec<JobOverview> {
+        let jobs = self.jobs();
+        let mut list: Vec<JobOverview> = jobs
+            .by_id
+            .values()
+            .filter(|j| p.may_see(&j.tenant.name))
+            .map(JobRecord::overview)
+            .collect();
+        list.sort_by(|a, b| b.start_ms.cmp(&a.start_ms).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    /// One job.
+    pub fn job(&self, p: &Principal, id: &str) -> Result<JobDetails, ClusterError> {
+        self.with_job(p, id, |j, _| Ok(j.details()))
+    }
+
+    /// A job's failures, newest first.
+    pub fn exceptions(&self, p: &Principal, id: &str) -> Result<Vec<ExceptionEntry>, ClusterError> {
+        self.with_job(p, id, |j, _| {
+            Ok(j.exceptions.iter().rev().cloned().collect())
+        })
+    }
+
+    /// A job's checkpoints.
+    pub fn checkpoints(&self, p: &Principal, id: &str) -> Result<CheckpointStats, ClusterError> {
+        self.with_job(p, id, |j, _| Ok(j.checkpoints.clone()))
+    }
+
+    /// Cancels a job.
+    pub fn cancel(&self, p: &Principal, id: &str) -> Result<JobDetails, ClusterError> {
+        self.with_job(p, id, |j, jobs| {
+            if j.state.is_terminal() {
+                return Err(ClusterError::conflict(format!(
+                    "job {id} has already ended ({})",
+                    j.state.name()
+                )));
+            }
+            if !j.apply(Transition::Cancel) {
+                return Ok(j.details()); // already cancelling
+            }
+            if j.deployment.is_some() {
+                // Never deployed: nothing runs.
+                jobs.waiting.retain(|w| w != id);
+                j.deployment = None;
+                j.apply(Transition::Canceled);
+                j.end_ms = Some(now_ms());
+                j.settle_triggers(false, Err("the job was cancelled"));
+                j.settle_triggers(true, Err("the job was cancelled"));
+                jobs.ended.push_back(id.to_string());
+            } else {
+                self.inner.taskmanager.send(TaskManagerCommand::Cancel {
+                    job: id.to_string(),
+                });
+            }
+            Ok(j.details())
+        })
+    }
+
+    fn check_snapshots(j: &JobRecord) -> Result<(), ClusterError> {
+        if j.guest_source {
+            return Err(ClusterError::conflict(
+                "this job's source is written in the guest; such jobs cannot take savepoints yet",
+            ));
+        }
+        if j.state != JobState::Running {
+            return Err(ClusterError::conflict(format!(
+                "the job is {}; savepoints are taken of RUNNING jobs",
+                j.state.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes a savepoint; the job goes on. Answers the trigger id.
+    pub fn trigger_savepoint(&self, p: &Principal, id: &str) -> Result<String, ClusterError> {
+        self.with_job(p, id, |j, _| {
+            Self::check_snapshots(j)?;
+            let trigger = random_hex(8);
+            j.triggers.push(SavepointStatus {
+                id: trigger.clone(),
+                status: TriggerStatus::InProgress,
+                location: None,
+                failure: None,
+                stop: false,
+            });
+            self.inner
+                .taskmanager
+                .send(TaskManagerCommand::TriggerSavepoint {
+                    job: id.to_string(),
+                });
+            Ok(trigger)
+        })
+    }
+
+    /// Stops a job with a savepoint (`drain`: ending its input first). Answers the trigger id.
+    pub fn stop(&self, p: &Principal, id: &str, drain: bool) -> Result<String, ClusterError> {
+        self.with_job(p, id, |j, _| {
+            Self::check_snapshots(j)?;
+            j.apply(Transition::Stop);
+            let trigger = random_hex(8);
+            j.triggers.push(SavepointStatus {
+                id: trigger.clone(),
+                status: TriggerStatus::InProgress,
+                location: None,
+                failure: None,
+                stop: true,
+            });
+            self.inner.taskmanager.send(TaskManagerCommand::Stop {
+                job: id.to_string(),
+                drain,
+            });
+            Ok(trigger)
+        })
+    }
+
+    /// A savepoint trigger's status.
+    pub fn savepoint_status(
+        &self,
+        p: &Principal,
+        id: &str,
+        trigger: &str,
+    ) -> Result<SavepointStatus, ClusterError> {
+        self.with_job(p, id, |j, _| {
+            j.triggers
+                .iter()
+                .find(|t| t.id == trigger)
+                .cloned()
+                .ok_or_else(|| ClusterError::not_found("savepoint trigger", trigger))
+        })
+    }
+
+    // ---- cluster ----------------------------------------------------------------------
+
+    /// Slots, jobs by state and tenants, as `p` may see them.
+    pub fn overview(&self, p: &Principal) -> ClusterOverview {
+        let jobs = self.jobs();
+        let mut by_state: BTreeMap<String, u32> = JobState::ALL
+            .iter()
+            .map(|s| (s.name().to_string(), 0))
+            .collect();
+        for j in jobs.by_id.values().filter(|j| p.may_see(&j.tenant.name)) {
+            *by_state.entry(j.state.name().to_string()).or_default() += 1;
+        }
+        let total = self.inner.config.server.slots;
+        ClusterOverview {
+            slots_total: total,
+            slots_free: total - jobs.slots_used,
+            jobs: by_state,
+            tenants: self
+                .inner
+                .auth
+                .tenants()
+                .filter(|t| p.may_see(&t.name))
+                .map(|t| t.name.clone())
+                .collect(),
+            taskmanagers: 1,
+            started_ms: self.inner.started_ms,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The TaskManagers (one, local).
+    pub fn taskmanagers(&self) -> Vec<TaskManagerInfo> {
+        let jobs = self.jobs();
+        let total = self.inner.config.server.slots;
+        vec![TaskManagerInfo {
+            id: "local".into(),
+            slots_total: total,
+            slots_free: total - jobs.slots_used,
+            jobs_running: jobs.by_id.values().filter(|j| j.holds_slots).count() as u32,
+            rss_bytes: crate::metrics::rss_bytes(),
+        }]
+    }
+
+    /// Stops every job (with a savepoint where configured and possible) and waits up to
+    /// `timeout` for them to end.
+    pub fn shutdown(&self, timeout: Duration) {
+        let with_savepoint = self.inner.config.server.savepoint_on_shutdown;
+        {
+            let mut jobs = self.jobs();
+            let ids: Vec<String> = jobs.by_id.keys().cloned().collect();
+            for id in ids {
+                let j = jobs.by_id.get_mut(&id).expect("present");
+                if j.state.is_terminal() {
+                    continue;
+                }
+                if j.deployment.is_some() {
+                    j.deployment = None;
+                    j.apply(Transition::Cancel);
+                    j.apply(Transition::Canceled);
+                    continue;
+                }
+                if with_savepoint && !j.guest_source && j.state == JobState::Running {
+                    j.apply(Transition::Stop);
+                    self.inner.taskmanager.send(TaskManagerCommand::Stop {
+                        job: id,
+                        drain: false,
+                    });
+                } else if j.apply(Transition::Cancel) {
+                    self.inner
+                        .taskmanager
+                        .send(TaskManagerCommand::Cancel { job: id });
+                }
+            }
+            jobs.waiting.clear();
+        }
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.jobs().by_id.values().all(|j| !j.holds_slots) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!("some jobs did not stop in time");
+    }
+
+    /// Renders the metrics `p` may see in Prometheus' text format.
+    pub fn metrics(&self, p: &Principal) -> String {
+        let jobs = self.jobs();
+        let visible = jobs.by_id.values().filter(|j| p.may_see(&j.tenant.name));
+        crate::metrics::render(
+            visible.map(|j| crate::metrics::JobMetrics {
+                id: &j.id,
+                name: &j.name,
+                tenant: &j.tenant.name,
+                state: j.state,
+                restarts: j.restarts,
+                operators: &j.operators,
+                checkpoints: &j.checkpoints,
+            }),
+            self.inner.config.server.slots,
+            jobs.slots_used,
+        )
+    }
+
+    // ---- events from the TaskManager ---------------------------------------------------
+
+    fn on_event(&self, event: TaskManagerEvent) {
+        let mut guard = self.jobs();
+        let jobs = &mut *guard;
+        let Some(j) = jobs.by_id.get_mut(&event.job) else {
+            return;
+        };
+        match event.kind {
+            TaskManagerEventKind::Running { attempt } => {
+                j.restarts = attempt;
+                j.apply(Transition::TasksRunning);
+            }
+            TaskManagerEventKind::Restarting { attempt, cause } => {
+                tracing::warn!(job = %j.id, tenant = %j.tenant.name, attempt, %cause, "job restarting");
+                push_exception(j, attempt - 1, cause, true);
+                j.restarts = attempt;
+                j.operators.iter_mut().for_each(|o| {
+                    o.records_in_per_second = 0.0;
+                    o.records_out_per_second = 0.0;
+                });
+                j.last_sample = None;
+                j.apply(Transition::TaskFailed);
+            }
+            TaskManagerEventKind::Snapshot(s) => {
+                let entry = CheckpointEntry {
+                    id: s.id,
+                    savepoint: s.savepoint,
+                    location: s.location.clone(),
+                    duration_ms: s.duration_ms,
+                    state_bytes: s.state_bytes,
+                    completed_ms: s.completed_ms,
+                };
+                let c = &mut j.checkpoints;
+                if s.savepoint {
+                    c.latest_savepoint = Some(entry.clone());
+                } else {
+                    c.completed += 1;
+                    c.latest = Some(entry.clone());
+                }
+                c.history.insert(0, entry);
+                c.history.truncate(CHECKPOINT_HISTORY);
+                if s.savepoint {
+                    j.settle_triggers(false, Ok(&s.location));
+                }
+                if let Some(max) = j.tenant.max_state_bytes {
+                    if s.state_bytes > max && j.quota_failure.is_none() {
+                        let cause = format!(
+                            "the job's state ({} bytes at checkpoint {}) exceeds tenant '{}''s max_state_bytes ({max})",
+                            s.state_bytes, s.id, j.tenant.name
+                        );
+                        tracing::warn!(job = %j.id, %cause, "quota exceeded");
+                        j.quota_failure = Some(cause);
+                        j.apply(Transition::Cancel);
+                        self.inner
+                            .taskmanager
+                            .send(TaskManagerCommand::Cancel { job: j.id.clone() });
+                    }
+                }
+            }
+            TaskManagerEventKind::SnapshotFailed { savepoint, reason } => {
+                j.checkpoints.failed += 1;
+                if savepoint {
+                    j.settle_triggers(false, Err(&reason));
+                }
+            }
+            TaskManagerEventKind::Metrics { operators, at } => {
+                let elapsed = j.last_sample.map(|t| at.duration_since(t).as_secs_f64());
+                let previous = std::mem::take(&mut j.operators);
+                j.operators = operators
+                    .into_iter()
+                    .map(|o| {
+                        let before = previous.iter().find(|p| p.uid == o.records.uid);
+                        let rate = |now: u64, then: Option<u64>| match (elapsed, then) {
+                            (Some(dt), Some(then)) if dt > 0.0 && now >= then => {
+                                (now - then) as f64 / dt
+                            }
+                            _ => 0.0,
+                        };
+                        OperatorStatus {
+                            records_in_per_second: rate(
+                                o.records.records_in,
+                                before.map(|b| b.records_in),
+                            ),
+                            records_out_per_second: rate(
+                                o.records.records_out,
+                                before.map(|b| b.records_out),
+                            ),
+                            uid: o.records.uid,
+                            parallelism: o.records.parallelism,
+                            records_in: o.records.records_in,
+                            records_out: o.records.records_out,
+                            watermark: o.watermark,
+                        }
+                    })
+                    .collect();
+                j.last_sample = Some(at);
+            }
+            TaskManagerEventKind::Ended(outcome) => {
+                match outcome {
+                    JobOutcome::Finished {
+                        savepoint,
+                        operators,
+                    } => {
+                        for o in operators {
+                            if let Some(s) = j.operators.iter_mut().find(|s| s.uid == o.uid) {
+                                s.records_in = o.records_in;
+                                s.records_out = o.records_out;
+                                s.records_in_per_second = 0.0;
+                                s.records_out_per_second = 0.0;
+                            } else {
+                                j.operators.push(OperatorStatus {
+                                    uid: o.uid,
+                                    parallelism: o.parallelism,
+                                    records_in: o.records_in,
+                                    records_out: o.records_out,
+                                    ..OperatorStatus::default()
+                                });
+                            }
+                        }
+                        match &savepoint {
+                            Some(s) => j.settle_triggers(true, Ok(s)),
+                            None => j.settle_triggers(true, Err("the job finished first")),
+                        }
+                        j.savepoint = savepoint;
+                        j.apply(Transition::Finished);
+                    }
+                    JobOutcome::Canceled => match j.quota_failure.clone() {
+                        Some(cause) => {
+                            push_exception(j, j.restarts, cause.clone(), false);
+                            j.failure = Some(cause);
+                            j.apply(Transition::Failed);
+                        }
+                        None => {
+                            j.apply(Transition::Canceled);
+                        }
+                    },
+                    JobOutcome::Failed(cause) => {
+                        tracing::warn!(job = %j.id, tenant = %j.tenant.name, %cause, "job failed");
+                        push_exception(j, j.restarts, cause.clone(), false);
+                        j.failure = Some(cause);
+                        j.apply(Transition::Failed);
+                    }
+                }
+                let reason = format!("the job ended ({})", j.state.name());
+                j.settle_triggers(false, Err(&reason));
+                j.settle_triggers(true, Err(&reason));
+                j.end_ms = Some(now_ms());
+                j.last_sample = None;
+                if j.holds_slots {
+                    j.holds_slots = false;
+                    jobs.slots_used -= j.slots;
+                }
+                jobs.ended.push_back(event.job.clone());
+                while jobs.ended.len() > MAX_ENDED_JOBS {
+                    if let Some(old) = jobs.ended.pop_front() {
+                        jobs.by_id.remove(&old);
+                    }
+                }
+                self.schedule(jobs);
+            }
+        }
+    }
+}
+
+fn push_exception(j: &mut JobRecord, attempt: u32, message: String, restarted: bool) {
+    j.exceptions.push_back(ExceptionEntry {
+        at_ms: now_ms(),
+        attempt,
+        message,
+        restarted,
+    });
+    while j.exceptions.len() > EXCEPTION_HISTORY {
+        j.exceptions.pop_front();
+    }
+}
+
+fn too_large(tenant: &TenantConfig) -> ClusterError {
+    ClusterError::new(
+        ErrorKind::TooLarge,
+        "too_large",
+        format!(
+            "the component is larger than tenant '{}''s max_component_bytes ({})",
+            tenant.name, tenant.max_component_bytes
+        ),
+    )
+}

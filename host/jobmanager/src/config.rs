@@ -1,0 +1,383 @@
+//! `weir.toml`: the server's settings and its tenants, every server setting also from a
+//! `WEIR_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{random_token, sha256_hex};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[tenants]]`.
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the REST API listens (`WEIR_REST_ADDRESS`).
+    pub rest_address: SocketAddr,
+    /// Task slots of the local TaskManager (`WEIR_SLOTS`).
+    pub slots: u32,
+    /// Components, checkpoints and savepoints by default (`WEIR_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Hex SHA-256 of the admin token (`WEIR_ADMIN_TOKEN_SHA256`); no admin without it.
+    pub admin_token_sha256: Option<String>,
+    /// Longest one call into guest code may run, in ms (`WEIR_CALL_TIMEOUT_MS`).
+    pub call_timeout_ms: u64,
+    /// Most bytes one guest call may return (`WEIR_MAX_CALL_OUTPUT_BYTES`).
+    pub max_call_output_bytes: usize,
+    /// On SIGTERM, running jobs stop with a savepoint (`WEIR_SAVEPOINT_ON_SHUTDOWN`).
+    pub savepoint_on_shutdown: bool,
+    /// Largest request body other than an upload (`WEIR_MAX_REQUEST_BYTES`).
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            rest_address: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            slots: 8,
+            data_dir: PathBuf::from("./weir-data"),
+            admin_token_sha256: None,
+            call_timeout_ms: 30_000,
+            max_call_output_bytes: 64 << 20,
+            savepoint_on_shutdown: true,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+/// `[[tenants]]`: one tenant, its token (as a hash) and its quotas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Name, unique; ids and directories are scoped by it.
+    pub name: String,
+    /// Hex SHA-256 of the tenant's API token.
+    pub token_sha256: String,
+    /// Jobs not yet ended at once.
+    #[serde(default = "defaults::max_jobs")]
+    pub max_jobs: u32,
+    /// Slots its jobs may hold together.
+    #[serde(default = "defaults::max_slots")]
+    pub max_slots: u32,
+    /// Largest component it may upload.
+    #[serde(default = "defaults::max_component_bytes")]
+    pub max_component_bytes: u64,
+    /// Largest linear memory of one of its guest instances.
+    #[serde(default = "defaults::max_instance_memory_bytes")]
+    pub max_instance_memory_bytes: u64,
+    /// Largest keyed state of one of its jobs, as its checkpoints measure it (none: no limit).
+    #[serde(default)]
+    pub max_state_bytes: Option<u64>,
+    /// The only directories its file sources and sinks may use.
+    #[serde(default)]
+    pub allowed_paths: Vec<PathBuf>,
+}
+
+mod defaults {
+    pub fn max_jobs() -> u32 {
+        10
+    }
+    pub fn max_slots() -> u32 {
+        4
+    }
+    pub fn max_component_bytes() -> u64 {
+        50_000_000
+    }
+    pub fn max_instance_memory_bytes() -> u64 {
+        64 << 20
+    }
+}
+
+/// A token made up for the default tenant (no config file): printed once, stored nowhere.
+#[derive(Debug, Clone)]
+pub struct GeneratedToken(pub String);
+
+impl ClusterConfig {
+    /// Reads `path` (or starts from the defaults), then applies the environment.
+    ///
+    /// Without a config file the cluster has one tenant, `default`, allowed to use files
+    /// under the current directory; its token is `WEIR_TOKEN` if set, otherwise a random
+    /// one returned here for the caller to print.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(ClusterConfig, Option<GeneratedToken>), ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => ClusterConfig {
+                server: ServerConfig::default(),
+                tenants: Vec::new(),
+            },
+        };
+        config.server.apply_env(&env)?;
+        let mut generated = None;
+        if path.is_none() && config.tenants.is_empty() {
+            let token = match env("WEIR_TOKEN") {
+                Some(t) if !t.is_empty() => t,
+                _ => {
+                    let t = random_token();
+                    generated = Some(GeneratedToken(t.clone()));
+                    t
+                }
+            };
+            let here = std::env::current_dir().map_err(|e| {
+                ConfigError::Invalid(format!("cannot tell the current directory: {e}"))
+            })?;
+            config.tenants.push(TenantConfig {
+                name: "default".into(),
+                token_sha256: sha256_hex(token.as_bytes()),
+                max_jobs: 1000,
+                max_slots: config.server.slots,
+                max_component_bytes: defaults::max_component_bytes(),
+                max_instance_memory_bytes: 512 << 20,
+                max_state_bytes: None,
+                allowed_paths: vec![here],
+            });
+        }
+        config.validate()?;
+        Ok((config, generated))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.slots == 0 {
+            return invalid("server.slots must be at least 1".into());
+        }
+        if self.server.call_timeout_ms == 0 {
+            return invalid("server.call_timeout_ms must be at least 1".into());
+        }
+        let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Some(h) = &self.server.admin_token_sha256 {
+            if !hex(h) {
+                return invalid("server.admin_token_sha256 must be 64 hex digits".into());
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for t in &self.tenants {
+            let ok_name = !t.name.is_empty()
+                && t.name.len() <= 64
+                && t.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_name {
+                return invalid(format!(
+                    "tenant name '{}': use 1-64 letters, digits, '-' or '_'",
+                    t.name
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return invalid(format!("tenant '{}' is declared twice", t.name));
+            }
+            if !hex(&t.token_sha256) {
+                return invalid(format!(
+                    "tenant '{}': token_sha256 must be 64 hex digits",
+                    t.name
+                ));
+            }
+            if t.max_instance_memory_bytes < 1 << 20 {
+                return invalid(format!(
+                    "tenant '{}': max_instance_memory_bytes must be at least 1 MiB",
+                    t.name
+                ));
+            }
+            for p in &t.allowed_paths {
+                if !p.is_absolute() {
+                    return invalid(format!(
+                        "tenant '{}': allowed path '{}' must be absolute",
+                        t.name,
+                        p.display()
+                    ));
+                }
+            }
+        }
+        let token_hashes: std::collections::BTreeSet<String> = self
+            .tenants
+            .iter()
+            .map(|t| t.token_sha256.to_ascii_lowercase())
+            .collect();
+        if token_hashes.len() != self.tenants.len() {
+            return invalid("two tenants have the same token".into());
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(
+            env: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            into: &mut T,
+        ) -> Result<(), ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(v) = env(name) {
+                *into = v
+                    .parse()
+                    .map_err(|e| ConfigError::Invalid(format!("{name}='{v}': {e}")))?;
+            }
+            Ok(())
+        }
+        parse(env, "WEIR_REST_ADDRESS", &mut self.rest_address)?;
+        parse(env, "WEIR_SLOTS", &mut self.slots)?;
+        parse(env, "WEIR_DATA_DIR", &mut self.data_dir)?;
+        parse(env, "WEIR_CALL_TIMEOUT_MS", &mut self.call_timeout_ms)?;
+        parse(
+            env,
+            "WEIR_MAX_CALL_OUTPUT_BYTES",
+            &mut self.max_call_output_bytes,
+        )?;
+        parse(
+            env,
+            "WEIR_SAVEPOINT_ON_SHUTDOWN",
+            &mut self.savepoint_on_shutdown,
+        )?;
+        parse(env, "WEIR_MAX_REQUEST_BYTES", &mut self.max_request_bytes)?;
+        if let Some(h) = env("WEIR_ADMIN_TOKEN_SHA256") {
+            self.admin_token_sha256 = Some(h);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        let h = "ab".repeat(32);
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[server]
+rest_address = "127.0.0.1:9090"
+slots = 8
+data_dir = "./weir-data"
+admin_token_sha256 = "{h}"
+
+[[tenants]]
+name = "acme"
+token_sha256 = "{h2}"
+max_jobs = 10
+max_slots = 4
+max_component_bytes = 50000000
+max_instance_memory_bytes = 67108864
+allowed_paths = ["/srv/acme"]
+"#,
+                h2 = "cd".repeat(32)
+            ),
+        )
+        .unwrap();
+        let (c, generated) = ClusterConfig::load(Some(&path), no_env).unwrap();
+        assert!(generated.is_none());
+        assert_eq!(c.server.rest_address.port(), 9090);
+        assert_eq!(c.tenants[0].max_slots, 4);
+        assert_eq!(c.tenants[0].allowed_paths, [PathBuf::from("/srv/acme")]);
+        // The environment wins over the file.
+        let env = |k: &str| (k == "WEIR_SLOTS").then(|| "3".to_string());
+        let (c, _) = ClusterConfig::load(Some(&path), env).unwrap();
+        assert_eq!(c.server.slots, 3);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        let cases = [
+            ("[server]\nslot = 3\n", "unknown field `slot`"),
+            ("[server]\nslots = 0\n", "slots must be at least 1"),
+            (
+                "[[tenants]]\nname = \"a b\"\ntoken_sha256 = \"00\"\n",
+                "tenant name 'a b'",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\ntoken_sha256 = \"00\"\n",
+                "64 hex digits",
+            ),
+        ];
+        for (text, expected) in cases {
+            std::fs::write(&path, text).unwrap();
+            let e = ClusterConfig::load(Some(&path), no_env).unwrap_err();
+            assert!(e.to_string().contains(expected), "{text}: {e}");
+        }
+        let e = ClusterConfig::load(Some(&path), |k: &str| {
+            (k == "WEIR_SLOTS").then(|| "many".to_string())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("WEIR_SLOTS='many'"), "{e}");
+    }
+
+    #[test]
+    fn without_a_file_there_is_one_default_tenant() {
+        let (c, generated) = ClusterConfig::load(None, no_env).unwrap();
+        let token = generated.expect("a token is made up").0;
+        assert_eq!(c.tenants.len(), 1);
+        assert_eq!(c.tenants[0].token_sha256, sha256_hex(token.as_bytes()));
+        let env = |k: &str| (k == "WEIR_TOKEN").then(|| "secret".to_string());
+        let (c, generated) = ClusterConfig::load(None, env).unwrap();
+        assert!(generated.is_none());
+        assert_eq!(c.tenants[0].token_sha256, sha256_hex(b"secret"));
+    }
+}

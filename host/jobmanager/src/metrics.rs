@@ -1,0 +1,208 @@
+//! `GET /metrics`: per job and operator counts, rates and watermark lag, checkpoint
+//! figures, and the process' memory, in the OpenMetrics text format Prometheus scrapes.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::components::now_ms;
+use crate::job::{CheckpointStats, JobState, OperatorStatus};
+
+/// What the metrics of one job are made from.
+pub struct JobMetrics<'a> {
+    /// Job id.
+    pub id: &'a str,
+    /// Job name.
+    pub name: &'a str,
+    /// Owner.
+    pub tenant: &'a str,
+    /// State.
+    pub state: JobState,
+    /// Restarts.
+    pub restarts: u32,
+    /// Latest sample per operator.
+    pub operators: &'a [OperatorStatus],
+    /// Checkpoint figures.
+    pub checkpoints: &'a CheckpointStats,
+}
+
+type Labels = Vec<(String, String)>;
+/// A metric family: name, help, and a value per label set.
+type Family<T> = (&'static str, &'static str, Vec<(Labels, T)>);
+
+/// One scrape's figures, owned (a collector lives as long as the registry).
+#[derive(Debug, Default)]
+struct Scrape {
+    counters: Vec<Family<u64>>,
+    gauges: Vec<Family<f64>>,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (name, help, values) in &self.counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, v) in values {
+                ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
+            }
+        }
+        for (name, help, values) in &self.gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (labels, v) in values {
+                ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders the figures of `jobs` and of the cluster.
+pub fn render<'a>(
+    jobs: impl Iterator<Item = JobMetrics<'a>>,
+    slots_total: u32,
+    slots_used: u32,
+) -> String {
+    let mut records_in = Vec::new();
+    let mut records_out = Vec::new();
+    let mut rate_in = Vec::new();
+    let mut rate_out = Vec::new();
+    let mut lag = Vec::new();
+    let mut restarts = Vec::new();
+    let mut state = Vec::new();
+    let mut chk_completed = Vec::new();
+    let mut chk_failed = Vec::new();
+    let mut chk_duration = Vec::new();
+    let mut chk_size = Vec::new();
+    let now = now_ms();
+    for j in jobs {
+        let job: Labels = vec![
+            ("job_id".into(), j.id.into()),
+            ("job_name".into(), j.name.into()),
+            ("tenant".into(), j.tenant.into()),
+        ];
+        for s in JobState::ALL {
+            let mut l = job.clone();
+            l.push(("state".into(), s.name().into()));
+            state.push((l, if s == j.state { 1.0 } else { 0.0 }));
+        }
+        restarts.push((job.clone(), u64::from(j.restarts)));
+        chk_completed.push((job.clone(), j.checkpoints.completed));
+        chk_failed.push((job.clone(), j.checkpoints.failed));
+        if let Some(c) = &j.checkpoints.latest {
+            chk_duration.push((job.clone(), c.duration_ms as f64 / 1000.0));
+            chk_size.push((job.clone(), c.state_bytes as f64));
+        }
+        for o in j.operators {
+            let mut l = job.clone();
+            l.push(("operator".into(), o.uid.clone()));
+            records_in.push((l.clone(), o.records_in));
+            records_out.push((l.clone(), o.records_out));
+            rate_in.push((l.clone(), o.records_in_per_second));
+            rate_out.push((l.clone(), o.records_out_per_second));
+            if let Some(w) = o.watermark.filter(|_| !j.state.is_terminal()) {
+                lag.push((l, (now.saturating_sub(w)) as f64 / 1000.0));
+            }
+        }
+    }
+    let scrape = Scrape {
+        counters: vec![
+            (
+                "weir_operator_records_in",
+                "Records an operator took in (current attempt).",
+                records_in,
+            ),
+            (
+                "weir_operator_records_out",
+                "Records an operator sent on (current attempt).",
+                records_out,
+            ),
+            (
+                "weir_job_restarts",
+                "Restarts after task failures.",
+                restarts,
+            ),
+            (
+                "weir_checkpoints_completed",
+                "Completed checkpoints.",
+                chk_completed,
+            ),
+            (
+                "weir_checkpoints_failed",
+                "Failed or expired checkpoints and savepoints.",
+                chk_failed,
+            ),
+        ],
+        gauges: vec![
+            (
+                "weir_operator_records_in_per_second",
+                "Records in per second, last interval.",
+                rate_in,
+            ),
+            (
+                "weir_operator_records_out_per_second",
+                "Records out per second, last interval.",
+                rate_out,
+            ),
+            (
+                "weir_operator_watermark_lag_seconds",
+                "Wall clock minus the operator's input watermark.",
+                lag,
+            ),
+            ("weir_job_state", "1 for the job's current state.", state),
+            (
+                "weir_checkpoint_last_duration_seconds",
+                "Duration of the latest completed checkpoint.",
+                chk_duration,
+            ),
+            (
+                "weir_checkpoint_last_size_bytes",
+                "State bytes of the latest completed checkpoint.",
+                chk_size,
+            ),
+            (
+                "weir_slots_total",
+                "Task slots of the cluster.",
+                vec![(Vec::new(), f64::from(slots_total))],
+            ),
+            (
+                "weir_slots_used",
+                "Task slots held by jobs.",
+                vec![(Vec::new(), f64::from(slots_used))],
+            ),
+            (
+                "weir_process_resident_memory_bytes",
+                "Resident memory of the server process.",
+                vec![(Vec::new(), rss_bytes() as f64)],
+            ),
+        ],
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+/// Resident memory of this process in bytes (0 where unknown).
+pub fn rss_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}

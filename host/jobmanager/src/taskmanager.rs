@@ -1,0 +1,325 @@
+//! The local TaskManager: runs the jobs the JobManager deploys to it and reports what
+//! happens to them. The two sides talk only through [`TaskManagerCommand`] and
+//! [`TaskManagerEvent`] messages, so a TaskManager in another process can take its place
+//! (the component travels by digest there; here it is handed over compiled).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use weir_runtime::JobComponent;
+use weir_worker::{
+    CheckpointConfig, CheckpointMode, JobError, JobEvent, JobOptions, OperatorProgress,
+    RestartStrategy, StateBackendKind,
+};
+
+/// Everything a TaskManager needs to run a job.
+#[derive(Clone)]
+pub struct Deployment {
+    /// The job's id (also its directory under the checkpoint root).
+    pub job: String,
+    /// The compiled component, with the tenant's sandbox limits.
+    pub component: Arc<JobComponent>,
+    /// Default parallelism.
+    pub parallelism: u32,
+    /// Job arguments.
+    pub args: Vec<(String, String)>,
+    /// Checkpoint root URL.
+    pub checkpoint_dir: String,
+    /// Time between checkpoints.
+    pub checkpoint_interval: Option<Duration>,
+    /// Savepoint root URL.
+    pub savepoint_dir: String,
+    /// Start from this savepoint.
+    pub from_savepoint: Option<String>,
+    /// Drop state of removed operators.
+    pub allow_non_restored_state: bool,
+    /// `Some(dir)`: RocksDB with its working files under `dir`.
+    pub rocksdb_dir: Option<std::path::PathBuf>,
+    /// Restarts allowed after task failures.
+    pub restart_attempts: u32,
+}
+
+/// JobManager → TaskManager.
+pub enum TaskManagerCommand {
+    /// Run a job.
+    Deploy(Box<Deployment>),
+    /// Cancel a job.
+    Cancel {
+        /// Job id.
+        job: String,
+    },
+    /// Take a savepoint; the job goes on.
+    TriggerSavepoint {
+        /// Job id.
+        job: String,
+    },
+    /// Stop with a savepoint.
+    Stop {
+        /// Job id.
+        job: String,
+        /// End the input first.
+        drain: bool,
+    },
+}
+
+/// TaskManager → JobManager: something happened to a job.
+#[derive(Debug, Clone)]
+pub struct TaskManagerEvent {
+    /// Job id.
+    pub job: String,
+    /// What.
+    pub kind: TaskManagerEventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum TaskManagerEventKind {
+    /// Every task of an attempt runs.
+    Running {
+        /// Restarts before it.
+        attempt: u32,
+    },
+    /// A task failed; the job restarts.
+    Restarting {
+        /// The restart about to happen (1 is the first).
+        attempt: u32,
+        /// What failed.
+        cause: String,
+    },
+    /// A checkpoint or savepoint completed.
+    Snapshot(weir_worker::SnapshotStats),
+    /// A checkpoint or savepoint failed.
+    SnapshotFailed {
+        /// A savepoint.
+        savepoint: bool,
+        /// Why.
+        reason: String,
+    },
+    /// Per-operator progress, sampled about once a second while the job runs.
+    Metrics {
+        /// Operators in topological order.
+        operators: Vec<OperatorProgress>,
+        /// When sampled.
+        at: Instant,
+    },
+    /// The job ended.
+    Ended(JobOutcome),
+}
+
+/// How a job ended on the TaskManager.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    /// Input consumed, or stopped with the savepoint given.
+    Finished {
+        /// The savepoint it stopped with.
+        savepoint: Option<String>,
+        /// Final counts.
+        operators: Vec<weir_worker::OperatorSummary>,
+    },
+    /// Cancelled.
+    Canceled,
+    /// Failed beyond its restart strategy.
+    Failed(String),
+}
+
+/// Per running job: the flags its coordinator watches.
+struct Controls {
+    cancel: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    savepoint_now: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
+}
+
+/// The TaskManager.
+pub struct TaskManager {
+    commands: Sender<TaskManagerCommand>,
+}
+
+impl TaskManager {
+    /// Starts a TaskManager that reports to `events`.
+    pub fn start(events: Sender<TaskManagerEvent>) -> std::io::Result<TaskManager> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("weir-taskmanager".into())
+            .spawn(move || serve(rx, events))?;
+        Ok(TaskManager { commands: tx })
+    }
+
+    /// Sends a command (dropped if the TaskManager is gone).
+    pub fn send(&self, command: TaskManagerCommand) {
+        let _ = self.commands.send(command);
+    }
+}
+
+fn serve(commands: Receiver<TaskManagerCommand>, events: Sender<TaskManagerEvent>) {
+    let running: Arc<Mutex<HashMap<String, Controls>>> = Arc::default();
+    for command in commands {
+        match command {
+            TaskManagerCommand::Deploy(d) => {
+                let controls = Controls {
+                    cancel: Arc::default(),
+                    stop: Arc::default(),
+                    savepoint_now: Arc::default(),
+                    drain: Arc::default(),
+                };
+                let options = match options(&d, &controls) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let _ = events.send(TaskManagerEvent {
+                            job: d.job.clone(),
+                            kind: TaskManagerEventKind::Ended(JobOutcome::Failed(e)),
+                        });
+                        continue;
+                    }
+                };
+                running
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(d.job.clone(), controls);
+                let (events, running) = (events.clone(), running.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("weir-job-{}", &d.job[..8.min(d.job.len())]))
+                    .spawn(move || {
+                        run(&d, options, &events);
+                        running.lock().expect("not poisoned").remove(&d.job);
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start a job thread");
+                }
+            }
+            TaskManagerCommand::Cancel { job } => {
+                if let Some(c) = running.lock().expect("not poisoned").get(&job) {
+                    c.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            TaskManagerCommand::TriggerSavepoint { job } => {
+                if let Some(c) = running.lock().expect("not poisoned").get(&job) {
+                    c.savepoint_now.store(true, Ordering::Relaxed);
+                }
+            }
+            TaskManagerCommand::Stop { job, drain } => {
+                if let Some(c) = running.lock().expect("not poisoned").get(&job) {
+                    c.drain.store(drain, Ordering::Relaxed);
+                    c.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
+    let open = |url: &str| weir_checkpoint::Storage::open(url).map_err(|e| format!("{url}: {e}"));
+    let mut o = JobOptions::new(d.parallelism);
+    o.args = d.args.clone();
+    o.cancel = c.cancel.clone();
+    o.stop = c.stop.clone();
+    o.savepoint_now = c.savepoint_now.clone();
+    o.drain = c.drain.clone();
+    o.job_id = Some(d.job.clone());
+    o.checkpoints = CheckpointConfig {
+        storage: Some(open(&d.checkpoint_dir)?),
+        interval: d.checkpoint_interval,
+        mode: CheckpointMode::ExactlyOnce,
+        ..CheckpointConfig::default()
+    };
+    o.savepoint_dir = Some(open(&d.savepoint_dir)?);
+    o.from_savepoint = d.from_savepoint.as_deref().map(open).transpose()?;
+    o.allow_non_restored_state = d.allow_non_restored_state;
+    o.state_backend = match &d.rocksdb_dir {
+        Some(dir) => StateBackendKind::RocksDb(dir.clone()),
+        None => StateBackendKind::Memory,
+    };
+    o.restart = Some(match d.restart_attempts {
+        0 => RestartStrategy::None,
+        attempts => RestartStrategy::ExponentialBackoff {
+            attempts,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        },
+    });
+    Ok(o)
+}
+
+/// Runs one job on this thread; a second thread forwards its events and samples its
+/// counters.
+fn run(d: &Deployment, mut options: JobOptions, events: &Sender<TaskManagerEvent>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    options.events = Some(tx);
+    let job = d.job.clone();
+    let forward = {
+        let events = events.clone();
+        let job = job.clone();
+        std::thread::Builder::new()
+            .name(format!("weir-jobev-{}", &job[..8.min(job.len())]))
+            .spawn(move || forward(&job, rx, &events))
+    };
+    let outcome = match weir_worker::run_job(&d.component, &options) {
+        Ok(summary) => JobOutcome::Finished {
+            savepoint: summary.savepoint,
+            operators: summary.operators,
+        },
+        Err(JobError::Cancelled) => JobOutcome::Canceled,
+        Err(e) => JobOutcome::Failed(e.to_string()),
+    };
+    drop(options);
+    if let Ok(h) = forward {
+        let _ = h.join();
+    }
+    let _ = events.send(TaskManagerEvent {
+        job,
+        kind: TaskManagerEventKind::Ended(outcome),
+    });
+}
+
+fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>) {
+    let send = |kind| {
+        let _ = events.send(TaskManagerEvent {
+            job: job.to_string(),
+            kind,
+        });
+    };
+    let mut counters: Option<weir_worker::LiveCounters> = None;
+    let mut last_sample = Instant::now();
+    loop {
+        let event = rx.recv_timeout(Duration::from_millis(250));
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            if let Some(c) = &counters {
+                send(TaskManagerEventKind::Metrics {
+                    operators: c.operators(),
+                    at: Instant::now(),
+                });
+            }
+            last_sample = Instant::now();
+        }
+        match event {
+            Ok(JobEvent::Running {
+                attempt,
+                counters: c,
+            }) => {
+                counters = Some(c);
+                send(TaskManagerEventKind::Running { attempt });
+            }
+            Ok(JobEvent::Restarting { attempt, cause, .. }) => {
+                counters = None;
+                send(TaskManagerEventKind::Restarting { attempt, cause });
+            }
+            Ok(JobEvent::Snapshot(s)) => send(TaskManagerEventKind::Snapshot(s)),
+            Ok(JobEvent::SnapshotFailed {
+                savepoint, reason, ..
+            }) => send(TaskManagerEventKind::SnapshotFailed { savepoint, reason }),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                if let Some(c) = &counters {
+                    send(TaskManagerEventKind::Metrics {
+                        operators: c.operators(),
+                        at: Instant::now(),
+                    });
+                }
+                return;
+            }
+        }
+    }
+}
