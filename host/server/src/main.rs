@@ -4,8 +4,12 @@
 //!   process (Flink's local environment) and prints a summary when it ends.
 //! - `weir plan job.wasm` prints the job's dataflow graph.
 //! - `weir new my-job` creates a job crate that depends on the weir SDK.
+//! - `weir serve` runs a session cluster; `weir upload`, `submit`, `list`, `status`,
+//!   `cancel`, `savepoint` and `stop` talk to one over its REST API.
 
+mod client;
 mod scaffold;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +69,72 @@ enum Command {
         /// The job's id (its name unless `--job-id` was given to `weir run`).
         #[arg(long)]
         job_id: String,
+    },
+    /// Runs a session cluster: many tenants' jobs behind a REST API (default
+    /// 127.0.0.1:8081), until SIGTERM or Ctrl-C.
+    Serve {
+        /// The configuration (TOML: [server] and [[tenants]]); without one, a single
+        /// tenant with a token printed at start.
+        #[arg(long, env = "WEIR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Uploads a component to a cluster.
+    Upload {
+        /// The `.wasm` file.
+        file: PathBuf,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Submits a job to a cluster (uploading the component first if given a file).
+    Submit {
+        #[command(flatten)]
+        submit: client::SubmitArgs,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Lists a cluster's jobs.
+    List {
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Lists a cluster's components.
+    Components {
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Shows a job on a cluster.
+    Status {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Cancels a job on a cluster.
+    Cancel {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Takes a savepoint of a job on a cluster (the job goes on); prints its location.
+    Savepoint {
+        /// Job id.
+        job: String,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Stops a job on a cluster with a savepoint; prints its location.
+    Stop {
+        /// Job id.
+        job: String,
+        /// Take a savepoint (required: stopping without one is `weir cancel`).
+        #[arg(long, required = true)]
+        savepoint: bool,
+        /// End the input first: the final watermark fires every window.
+        #[arg(long)]
+        drain: bool,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
     },
     /// Creates a new job crate.
     New {
@@ -200,11 +270,11 @@ impl DurableArgs {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (e.g. 200ms, 10s, 1m)"))
 }
 
-fn parse_arg(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_arg(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
@@ -336,6 +406,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { config } => {
+            serve::serve(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upload { file, cluster } => {
+            client::upload(&client::Client::new(&cluster)?, &file)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { submit, cluster } => {
+            client::submit(&client::Client::new(&cluster)?, submit)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { cluster } => {
+            client::list(&client::Client::new(&cluster)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Components { cluster } => {
+            client::components(&client::Client::new(&cluster)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { job, cluster } => {
+            client::status(&client::Client::new(&cluster)?, &job)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { job, cluster } => {
+            client::cancel(&client::Client::new(&cluster)?, &job)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Savepoint { job, cluster } => {
+            client::savepoint(&client::Client::new(&cluster)?, &job, false, false)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop {
+            job, drain, cluster, ..
+        } => {
+            client::savepoint(&client::Client::new(&cluster)?, &job, true, drain)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::New { name, sdk } => {
             let sdk = sdk.unwrap_or_else(|| {
                 PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk"))
@@ -362,8 +470,11 @@ fn kind(k: &weir_core::NodeKind) -> String {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| {
+                // A server says what it does; a command-line run only what goes wrong.
+                let serving = std::env::args().nth(1).as_deref() == Some("serve");
+                tracing_subscriber::EnvFilter::new(if serving { "info" } else { "warn" })
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,0 +1,129 @@
+//! The REST API of a weir session cluster (design note 0004): JSON over HTTP under `/v1`,
+//! shaped like Flink's, with bearer-token authentication, errors as
+//! `{"error": {"code", "message"}}` and an OpenAPI document at `/v1/openapi.json` generated
+//! from the handlers below.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let (config, _) = weir_jobmanager::ClusterConfig::load(None, |k| std::env::var(k).ok())?;
+//! let jm = weir_jobmanager::JobManager::start(config)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! axum::serve(listener, weir_api::router(jm)).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod routes;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use weir_jobmanager::{JobManager, Principal};
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use routes::ApiDoc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    jm: JobManager,
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>'"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
+        state
+            .jm
+            .authenticate(token)
+            .map(Auth)
+            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))
+    }
+}
+
+/// The API's router.
+pub fn router(jm: JobManager) -> Router {
+    let json_limit = jm.config().server.max_request_bytes;
+    let state = AppState { jm };
+    let v1 = Router::new()
+        .route("/openapi.json", get(routes::openapi))
+        .route(
+            "/components",
+            post(routes::upload_component).get(routes::list_components),
+        )
+        .route(
+            "/components/{id}",
+            get(routes::get_component).delete(routes::delete_component),
+        )
+        .route("/jobs", post(routes::submit_job).get(routes::list_jobs))
+        .route("/jobs/{id}", get(routes::get_job).patch(routes::patch_job))
+        .route("/jobs/{id}/cancel", post(routes::cancel_job))
+        .route("/jobs/{id}/exceptions", get(routes::job_exceptions))
+        .route("/jobs/{id}/checkpoints", get(routes::job_checkpoints))
+        .route("/jobs/{id}/savepoints", post(routes::trigger_savepoint))
+        .route(
+            "/jobs/{id}/savepoints/{trigger}",
+            get(routes::savepoint_status),
+        )
+        .route("/jobs/{id}/stop", post(routes::stop_job))
+        .route("/overview", get(routes::overview))
+        .route("/taskmanagers", get(routes::taskmanagers));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(routes::metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed to answer this request",
+                )
+                .into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+/// Logs each request's method, path and status; never its headers (they carry tokens).
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}

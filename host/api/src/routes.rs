@@ -1,0 +1,441 @@
+//! The handlers, each documented for the OpenAPI document.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use weir_jobmanager::components::{ComponentInfo, PlanEdge, PlanOperator, PlanSummary};
+use weir_jobmanager::job::{
+    CheckpointEntry, CheckpointStats, ExceptionEntry, JobDetails, JobOverview, JobState,
+    OperatorStatus, SavepointStatus, StateEntry, SubmitJob, TriggerStatus,
+};
+use weir_jobmanager::{ClusterOverview, TaskManagerInfo};
+
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::{AppState, Auth};
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "weir session cluster", description = "Run stream-processing jobs written as WebAssembly components."),
+    paths(
+        upload_component, list_components, get_component, delete_component,
+        submit_job, list_jobs, get_job, patch_job, cancel_job, job_exceptions, job_checkpoints,
+        trigger_savepoint, savepoint_status, stop_job, overview, taskmanagers, metrics
+    ),
+    components(schemas(
+        ComponentInfo, ComponentList, PlanSummary, PlanOperator, PlanEdge, SubmitJob, JobList,
+        JobOverview, JobDetails, JobState, StateEntry, OperatorStatus, ExceptionEntry,
+        ExceptionList, CheckpointEntry, CheckpointStats, SavepointStatus, TriggerStatus,
+        TriggerAnswer, StopRequest, ClusterOverview, TaskManagerInfo, TaskManagerList,
+        ErrorBody, ErrorDetail
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// JSON in, with our error body when it is malformed.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(v))
+    }
+}
+
+/// `GET /v1/components`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ComponentList {
+    /// The caller's components.
+    pub components: Vec<ComponentInfo>,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The caller's jobs, newest first.
+    pub jobs: Vec<JobOverview>,
+}
+
+/// `GET /v1/jobs/{id}/exceptions`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExceptionList {
+    /// Newest first.
+    pub exceptions: Vec<ExceptionEntry>,
+}
+
+/// `GET /v1/taskmanagers`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskManagerList {
+    /// The TaskManagers.
+    pub taskmanagers: Vec<TaskManagerInfo>,
+}
+
+/// A savepoint was triggered.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TriggerAnswer {
+    /// Poll `GET /v1/jobs/{id}/savepoints/{trigger_id}`.
+    pub trigger_id: String,
+}
+
+/// `POST /v1/jobs/{id}/stop` (the body is optional).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// End the input first: the final watermark fires every window.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// `?name=` of a raw upload.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UploadQuery {
+    /// A name for the component (e.g. its file name).
+    pub name: Option<String>,
+}
+
+/// `?mode=cancel`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PatchQuery {
+    /// Only `cancel`.
+    pub mode: String,
+}
+
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, weir_jobmanager::ClusterError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the request's work failed: {e}"),
+        )),
+    }
+}
+
+/// Uploads a component: the raw bytes (`Content-Type: application/wasm`) or a multipart
+/// form with one file. Checked at once: a weir job of a supported WIT version.
+#[utoipa::path(post, path = "/v1/components", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Stored", body = ComponentInfo),
+        (status = 200, description = "The same bytes were stored before", body = ComponentInfo),
+        (status = 413, description = "Larger than the tenant's max_component_bytes", body = ErrorBody),
+        (status = 415, description = "Neither application/wasm nor multipart/form-data", body = ErrorBody),
+        (status = 422, description = "Not a weir job component", body = ErrorBody),
+    ))]
+pub(crate) async fn upload_component(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let limit = s.jm.max_component_bytes(&p);
+    if limit == 0 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant_only",
+            "the admin token is for cluster operations; use a tenant's token for this",
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let multipart = content_type.starts_with("multipart/form-data");
+    let raw = content_type.starts_with("application/wasm")
+        || content_type.starts_with("application/octet-stream");
+    if !multipart && !raw {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send the component as 'application/wasm' (or a multipart form), not '{content_type}'"
+            ),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the upload is larger than the tenant's max_component_bytes ({limit})"),
+        )
+    };
+    // A form carries some bytes around the file.
+    let slack = if multipart { 64 << 10 } else { 0 };
+    let read_limit = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_add(slack);
+    let bytes = axum::body::to_bytes(body, read_limit)
+        .await
+        .map_err(|_| too_large())?;
+    let (name, bytes) = if multipart {
+        let request = Request::builder()
+            .header(header::CONTENT_TYPE, content_type.as_str())
+            .body(Body::from(bytes))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut form = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut found = None;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?
+        {
+            if field.file_name().is_some() || field.name() == Some("file") {
+                let name = field.file_name().map(str::to_string);
+                let data = field
+                    .bytes()
+                    .await
+                    .map_err(|e| ApiError::bad_request(e.body_text()))?;
+                found = Some((name, data));
+                break;
+            }
+        }
+        found.ok_or_else(|| ApiError::bad_request("the form has no file field"))?
+    } else {
+        (query.name, bytes)
+    };
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    let jm = s.jm.clone();
+    let (info, created) = blocking(move || jm.upload(&p, name, &bytes)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+/// The caller's components.
+#[utoipa::path(get, path = "/v1/components", responses((status = 200, body = ComponentList)))]
+pub(crate) async fn list_components(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+) -> Json<ComponentList> {
+    Json(ComponentList {
+        components: s.jm.components(&p),
+    })
+}
+
+/// One component: digest, size, uploader, time, plan.
+#[utoipa::path(get, path = "/v1/components/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ComponentInfo), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_component(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    Ok(Json(s.jm.component(&p, &id)?))
+}
+
+/// Deletes a component; jobs running it go on.
+#[utoipa::path(delete, path = "/v1/components/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ComponentInfo), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_component(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<ComponentInfo>, ApiError> {
+    Ok(Json(s.jm.delete_component(&p, &id)?))
+}
+
+/// Submits a job.
+#[utoipa::path(post, path = "/v1/jobs", request_body = SubmitJob,
+    responses(
+        (status = 201, body = JobDetails),
+        (status = 400, description = "Bad request, invalid plan, or a path outside allowed_paths", body = ErrorBody),
+        (status = 404, description = "Unknown component", body = ErrorBody),
+        (status = 409, description = "A quota, or no free slots", body = ErrorBody),
+    ))]
+pub(crate) async fn submit_job(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(req): ApiJson<SubmitJob>,
+) -> Result<(StatusCode, Json<JobDetails>), ApiError> {
+    let jm = s.jm.clone();
+    let details = blocking(move || jm.submit(&p, req)).await?;
+    Ok((StatusCode::CREATED, Json(details)))
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = JobList)))]
+pub(crate) async fn list_jobs(State(s): State<AppState>, Auth(p): Auth) -> Json<JobList> {
+    Json(JobList {
+        jobs: s.jm.jobs_overview(&p),
+    })
+}
+
+/// A job: state, plan, records and rates per operator, watermarks, last checkpoint, failure.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = JobDetails), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_job(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetails>, ApiError> {
+    Ok(Json(s.jm.job(&p, &id)?))
+}
+
+/// Cancels a job, as Flink's `PATCH /jobs/{id}?mode=cancel`.
+#[utoipa::path(patch, path = "/v1/jobs/{id}", params(("id" = String, Path), PatchQuery),
+    responses((status = 202, body = JobDetails), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn patch_job(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    query: Result<Query<PatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(StatusCode, Json<JobDetails>), ApiError> {
+    let Query(q) = query?;
+    if q.mode != "cancel" {
+        return Err(ApiError::bad_request(format!(
+            "mode '{}': only 'cancel' (stop with a savepoint: POST /v1/jobs/{{id}}/stop)",
+            q.mode
+        )));
+    }
+    Ok((StatusCode::ACCEPTED, Json(s.jm.cancel(&p, &id)?)))
+}
+
+/// Cancels a job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 202, body = JobDetails), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_job(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<JobDetails>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(s.jm.cancel(&p, &id)?)))
+}
+
+/// A job's failures (restarts included), newest first.
+#[utoipa::path(get, path = "/v1/jobs/{id}/exceptions", params(("id" = String, Path)),
+    responses((status = 200, body = ExceptionList), (status = 404, body = ErrorBody)))]
+pub(crate) async fn job_exceptions(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<ExceptionList>, ApiError> {
+    Ok(Json(ExceptionList {
+        exceptions: s.jm.exceptions(&p, &id)?,
+    }))
+}
+
+/// A job's checkpoints: counts, the latest, history with duration and size.
+#[utoipa::path(get, path = "/v1/jobs/{id}/checkpoints", params(("id" = String, Path)),
+    responses((status = 200, body = CheckpointStats), (status = 404, body = ErrorBody)))]
+pub(crate) async fn job_checkpoints(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<CheckpointStats>, ApiError> {
+    Ok(Json(s.jm.checkpoints(&p, &id)?))
+}
+
+/// Takes a savepoint; the job goes on.
+#[utoipa::path(post, path = "/v1/jobs/{id}/savepoints", params(("id" = String, Path)),
+    responses((status = 202, body = TriggerAnswer), (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not RUNNING", body = ErrorBody)))]
+pub(crate) async fn trigger_savepoint(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<TriggerAnswer>), ApiError> {
+    let trigger_id = s.jm.trigger_savepoint(&p, &id)?;
+    Ok((StatusCode::ACCEPTED, Json(TriggerAnswer { trigger_id })))
+}
+
+/// A savepoint's progress and location.
+#[utoipa::path(get, path = "/v1/jobs/{id}/savepoints/{trigger}",
+    params(("id" = String, Path), ("trigger" = String, Path)),
+    responses((status = 200, body = SavepointStatus), (status = 404, body = ErrorBody)))]
+pub(crate) async fn savepoint_status(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path((id, trigger)): Path<(String, String)>,
+) -> Result<Json<SavepointStatus>, ApiError> {
+    Ok(Json(s.jm.savepoint_status(&p, &id, &trigger)?))
+}
+
+/// Stops a job with a savepoint (optionally draining its input first).
+#[utoipa::path(post, path = "/v1/jobs/{id}/stop", params(("id" = String, Path)),
+    request_body(content = Option<StopRequest>),
+    responses((status = 202, body = TriggerAnswer), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub(crate) async fn stop_job(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<TriggerAnswer>), ApiError> {
+    let req: StopRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StopRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+    };
+    let trigger_id = s.jm.stop(&p, &id, req.drain)?;
+    Ok((StatusCode::ACCEPTED, Json(TriggerAnswer { trigger_id })))
+}
+
+/// Slots, jobs by state, tenants.
+#[utoipa::path(get, path = "/v1/overview", responses((status = 200, body = ClusterOverview)))]
+pub(crate) async fn overview(State(s): State<AppState>, Auth(p): Auth) -> Json<ClusterOverview> {
+    Json(s.jm.overview(&p))
+}
+
+/// The TaskManagers and their slots.
+#[utoipa::path(get, path = "/v1/taskmanagers", responses((status = 200, body = TaskManagerList)))]
+pub(crate) async fn taskmanagers(
+    State(s): State<AppState>,
+    Auth(_): Auth,
+) -> Json<TaskManagerList> {
+    Json(TaskManagerList {
+        taskmanagers: s.jm.taskmanagers(),
+    })
+}
+
+/// Prometheus metrics of the jobs the caller may see.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "OpenMetrics text", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(s): State<AppState>, Auth(p): Auth) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.jm.metrics(&p),
+    )
+}

@@ -1,0 +1,66 @@
+//! `weir serve`: a session cluster (JobManager, a local TaskManager, the REST API).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use weir_jobmanager::{ClusterConfig, JobManager};
+
+/// Runs the cluster until SIGTERM or Ctrl-C, then stops its jobs (with savepoints, if the
+/// configuration says so) and exits.
+pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (config, generated) =
+        ClusterConfig::load(config_path.as_deref(), |k| std::env::var(k).ok())?;
+    let address = config.server.rest_address;
+    let data_dir = config.server.data_dir.clone();
+    let tenants: Vec<String> = config.tenants.iter().map(|t| t.name.clone()).collect();
+    let jm = JobManager::start(config).context("cannot start the JobManager")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("weir-rest")
+        .build()
+        .context("cannot start the REST runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        println!("weir session cluster: {url}");
+        println!("  REST API: {url}/v1 (OpenAPI: {url}/v1/openapi.json), metrics: {url}/metrics");
+        println!("  data: {}", data_dir.display());
+        println!("  tenants: {}", tenants.join(", "));
+        if let Some(token) = generated {
+            println!("  no config file: one tenant, 'default'; authenticate with");
+            println!("    export WEIR_URL={url} WEIR_TOKEN={}", token.0);
+            println!("    curl -H \"Authorization: Bearer $WEIR_TOKEN\" $WEIR_URL/v1/overview");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, weir_api::router(jm.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the REST server failed")
+    })?;
+    eprintln!("shutting down: stopping jobs");
+    jm.shutdown(Duration::from_secs(60));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
