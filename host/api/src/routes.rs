@@ -190,10 +190,16 @@ pub(crate) async fn upload_component(
         )
     };
     // A form carries some bytes around the file.
-    let slack = if multipart { 64 << 10 } else { 0 };
-    let read_limit = usize::try_from(limit)
-        .unwrap_or(usize::MAX)
-        .saturating_add(slack);
+    let slack: u64 = if multipart { 64 << 10 } else { 0 };
+    // Refused by its announced length before a byte of it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit.saturating_add(slack)) {
+        return Err(too_large());
+    }
+    let read_limit = usize::try_from(limit.saturating_add(slack)).unwrap_or(usize::MAX);
     let bytes = axum::body::to_bytes(body, read_limit)
         .await
         .map_err(|_| too_large())?;

@@ -118,7 +118,9 @@ impl Client {
                     "the savepoint failed: {}",
                     status["failure"].as_str().unwrap_or("?")
                 ),
-                _ if Instant::now() > until => bail!("the savepoint did not complete in 10 minutes"),
+                _ if Instant::now() > until => {
+                    bail!("the savepoint did not complete in 10 minutes")
+                }
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -182,8 +184,11 @@ pub fn submit(c: &Client, a: SubmitArgs) -> anyhow::Result<()> {
     } else {
         a.component
     };
-    let args: serde_json::Map<String, Value> =
-        a.args.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let args: serde_json::Map<String, Value> = a
+        .args
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     let mut body = json!({
         "component": component,
         "parallelism": a.parallelism,
@@ -254,7 +259,10 @@ pub fn components(c: &Client) -> anyhow::Result<()> {
             rows.push([
                 i["id"].as_str().unwrap_or("?").into(),
                 i["name"].as_str().unwrap_or("-").into(),
-                i.pointer("/plan/job").and_then(Value::as_str).unwrap_or("-").into(),
+                i.pointer("/plan/job")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .into(),
                 i["size"].to_string(),
             ]);
         }

@@ -439,7 +439,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop {
-            job, drain, cluster, ..
+            job,
+            drain,
+            cluster,
+            ..
         } => {
             client::savepoint(&client::Client::new(&cluster)?, &job, true, drain)?;
             Ok(ExitCode::SUCCESS)

@@ -203,7 +203,13 @@ pub struct Task {
     links: TaskLinks,
     /// A source's position after the records processed so far.
     position: Option<serde_json::Value>,
+    /// Counts already added to the job's counters (guest nodes in chain order, the sink).
+    published: (Vec<u64>, u64),
+    last_publish: Instant,
 }
+
+/// How often a running task adds its counts to the job's, for live metrics.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -278,6 +284,8 @@ impl Task {
             finite_watermark: input_watermark,
             links,
             position: None,
+            published: (Vec::new(), 0),
+            last_publish: Instant::now(),
         }
     }
 
@@ -390,6 +398,7 @@ impl Task {
                         };
                         let (batch, more, position) = fetched?;
                         self.source_batch(&batch, edges)?;
+                        self.maybe_publish()?;
                         self.position = Some(position);
                         let _ = empty_tx.try_send(batch);
                         if !more {
@@ -580,6 +589,7 @@ impl Task {
             let polled = guest.poll(self.batch_size as u32, ctx)?;
             let produced = !polled.batch.output.is_empty();
             self.apply(polled.batch)?;
+            self.maybe_publish()?;
             self.note_activity(produced)?;
             self.outputs.flush()?;
             self.emit_generated_watermark()?;
@@ -603,6 +613,7 @@ impl Task {
                     self.records(&b, &[])?;
                     self.outputs.flush()?;
                     self.emit_generated_watermark()?;
+                    self.maybe_publish()?;
                 }
                 Input::Watermark(w) => self.advance_watermark(w)?,
                 Input::Idle => self.outputs.broadcast(|| Message::Idle(true))?,
@@ -902,15 +913,30 @@ impl Task {
         self.publish_counters()
     }
 
-    /// Adds this subtask's counts to the job's.
+    /// Publishes the counts about once a second, so that they can be watched live.
+    fn maybe_publish(&mut self) -> Result<(), TaskError> {
+        if self.last_publish.elapsed() >= PUBLISH_INTERVAL {
+            self.publish_counters()?;
+        }
+        Ok(())
+    }
+
+    /// Adds this subtask's counts since the last call to the job's.
     fn publish_counters(&mut self) -> Result<(), TaskError> {
+        self.last_publish = Instant::now();
         if let Some(guest) = self.guest.as_mut() {
-            for (&node, n) in self.vertex.guest.iter().zip(guest.metrics()?) {
-                self.counters.node_in[node].fetch_add(n, Ordering::Relaxed);
+            let counts = guest.metrics()?;
+            for (i, (&node, &n)) in self.vertex.guest.iter().zip(&counts).enumerate() {
+                let before = self.published.0.get(i).copied().unwrap_or(0);
+                self.counters.node_in[node].fetch_add(n.saturating_sub(before), Ordering::Relaxed);
             }
+            self.published.0 = counts;
         }
         if let (Some(node), Some(sink)) = (self.vertex.sink, self.outputs.sink.as_ref()) {
-            self.counters.node_in[node].fetch_add(sink.count(), Ordering::Relaxed);
+            let n = sink.count();
+            let delta = n.saturating_sub(self.published.1);
+            self.counters.node_in[node].fetch_add(delta, Ordering::Relaxed);
+            self.published.1 = n;
         }
         for (e, n) in self.outputs.take_edge_counts().into_iter().enumerate() {
             if n > 0 {

@@ -1,0 +1,859 @@
+//! The session cluster through its real interfaces: a real `weir serve` on 127.0.0.1 with
+//! two tenants and an admin, driven over HTTP (and by the `weir` CLI client), running real
+//! components: upload, run, status, savepoint, stop, resume from the savepoint, cancel;
+//! every route with another tenant's token (404) and without one (401); malformed
+//! requests; quotas; and hostile guests that fail only their own job.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{guest, read_json_lines};
+use serde_json::{json, Value};
+
+const ACME: &str = "acme-token";
+const GLOBEX: &str = "globex-token";
+const ADMIN: &str = "admin-token";
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A running `weir serve`, stopped when dropped.
+struct Cluster {
+    child: Child,
+    url: String,
+    http: reqwest::blocking::Client,
+    /// acme's allowed directory.
+    acme_dir: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(extra_server: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let acme_dir = dir.path().join("acme");
+        std::fs::create_dir_all(&acme_dir).unwrap();
+        std::fs::create_dir_all(dir.path().join("globex")).unwrap();
+        let config = dir.path().join("weir.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[server]
+rest_address = "127.0.0.1:0"
+slots = 8
+data_dir = "{data}"
+admin_token_sha256 = "{admin}"
+{extra_server}
+
+[[tenants]]
+name = "acme"
+token_sha256 = "{acme}"
+max_jobs = 4
+max_slots = 6
+max_component_bytes = 5000000
+max_instance_memory_bytes = 268435456
+allowed_paths = ["{acme_dir}"]
+
+[[tenants]]
+name = "globex"
+token_sha256 = "{globex}"
+max_jobs = 2
+max_slots = 2
+max_component_bytes = 1000
+allowed_paths = ["{globex_dir}"]
+"#,
+                data = dir.path().join("data").display(),
+                admin = sha256_hex(ADMIN),
+                acme = sha256_hex(ACME),
+                globex = sha256_hex(GLOBEX),
+                acme_dir = acme_dir.display(),
+                globex_dir = dir.path().join("globex").display(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("WEIR_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start weir serve");
+        let mut first = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first).unwrap();
+        // Keep reading what it prints.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let url = first
+            .trim()
+            .strip_prefix("weir session cluster: ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        Cluster {
+            child,
+            url,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            acme_dir,
+            dir,
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().expect("the server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path} answered {status} with non-JSON: {text}"));
+        (status, v)
+    }
+
+    fn get(&self, path: &str, token: &str) -> Value {
+        let (s, v) = self.call("GET", path, Some(token), None);
+        assert_eq!(s, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn upload_bytes(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/components", self.url))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap())
+    }
+
+    /// An upload that announces `len` bytes and sends none: a server that refuses it by
+    /// its length answers before reading a byte.
+    fn upload_announced(&self, token: &str, len: usize) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let addr = self.url.strip_prefix("http://").unwrap();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /v1/components HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/wasm\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read up to the end of the JSON body (the connection may stay open).
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&response);
+            if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&response).to_string();
+        let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        (status, serde_json::from_str(body.trim()).unwrap())
+    }
+
+    fn upload(&self, token: &str, name: &str) -> String {
+        let (s, v) = self.upload_bytes(
+            token,
+            std::fs::read(guest(name)).unwrap(),
+            "application/wasm",
+        );
+        assert!(s == 201 || s == 200, "upload {name}: {s} {v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn submit(&self, token: &str, body: Value) -> String {
+        let (s, v) = self.call("POST", "/v1/jobs", Some(token), Some(body));
+        assert_eq!(s, 201, "submit: {v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls a job until `done` says so about it; answers the last view.
+    fn wait_job(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let j = self.get(&format!("/v1/jobs/{id}"), ACME);
+            if done(&j) {
+                return j;
+            }
+            assert!(Instant::now() < until, "job {id} never {what}: {j:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_state(&self, id: &str, state: &str) -> Value {
+        self.wait_job(id, state, |j| j["state"] == state)
+    }
+
+    fn wait_trigger(&self, job: &str, trigger: &str) -> Value {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let t = self.get(&format!("/v1/jobs/{job}/savepoints/{trigger}"), ACME);
+            if t["status"] != "IN_PROGRESS" {
+                return t;
+            }
+            assert!(
+                Instant::now() < until,
+                "savepoint {trigger} never completed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .env("WEIR_URL", &self.url)
+            .env("WEIR_TOKEN", token)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The durable test job: datagen → keyed running count and 1 s windows → file sinks.
+fn durable_job(component: &str, out: &Path, count: u64, rate: u64) -> Value {
+    json!({
+        "component": component,
+        "parallelism": 2,
+        "args": {"output": out.display().to_string(), "count": count.to_string(), "rate": rate.to_string()},
+        "checkpoint_interval_ms": 100,
+    })
+}
+
+/// Each key's running counts are exactly 1..n and add up to `total`; the windows add up to
+/// `total` and none fired twice: exactly once, whatever stops and restores happened.
+fn check_exactly_once(out: &Path, total: u64) {
+    let mut per_key: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for v in read_json_lines(&out.join("counts")) {
+        per_key
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v["count"].as_u64().unwrap());
+    }
+    let mut sum = 0;
+    for (k, mut c) in per_key {
+        c.sort_unstable();
+        let n = c.len() as u64;
+        assert_eq!(
+            c,
+            (1..=n).collect::<Vec<_>>(),
+            "key {k}: counts are not 1..{n}"
+        );
+        sum += n;
+    }
+    assert_eq!(sum, total, "running counts do not add up to the input");
+    let mut windows = std::collections::BTreeSet::new();
+    let mut wsum = 0;
+    for v in read_json_lines(&out.join("windows")) {
+        assert!(
+            windows.insert((v["key"].to_string(), v["start"].as_i64().unwrap())),
+            "window twice: {v}"
+        );
+        wsum += v["count"].as_u64().unwrap();
+    }
+    assert_eq!(wsum, total, "window counts do not add up to the input");
+}
+
+#[test]
+fn upload_run_savepoint_stop_resume_and_cancel() {
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    // The same bytes again: the same component.
+    assert_eq!(c.upload(ACME, "durable"), id);
+    let info = c.get(&format!("/v1/components/{id}"), ACME);
+    assert_eq!(info["tenant"], "acme");
+    assert_eq!(
+        info["size"].as_u64().unwrap(),
+        std::fs::metadata(guest("durable")).unwrap().len()
+    );
+    assert_eq!(info["sha256"].as_str().unwrap().len(), 64);
+    let list = c.get("/v1/components", ACME);
+    assert_eq!(list["components"].as_array().unwrap().len(), 1);
+
+    // Two subtasks at 2,000 records/s each: about 10 s for 40,000.
+    let out = c.acme_dir.join("out");
+    let total = 40_000;
+    let job = c.submit(ACME, durable_job(&id, &out, total, 2_000));
+    let running = c.wait_state(&job, "RUNNING");
+    assert_eq!(running["name"], "durable");
+    assert_eq!(running["slots"], 2);
+    let ops = running["plan"]["operators"].as_array().unwrap();
+    assert!(
+        ops.iter()
+            .any(|o| o["uid"] == "count" && o["parallelism"] == 2),
+        "{running:#}"
+    );
+    // Records flow, and a checkpoint completes.
+    c.wait_job(&job, "counted records at a rate and checkpointed", |j| {
+        j["operators"].as_array().is_some_and(|ops| {
+            ops.iter().any(|o| {
+                o["uid"] == "count"
+                    && o["records_in"].as_u64() > Some(1_000)
+                    && o["records_in_per_second"].as_f64() > Some(0.0)
+            })
+        }) && !j["last_checkpoint"].is_null()
+    });
+    let chk = c.get(&format!("/v1/jobs/{job}/checkpoints"), ACME);
+    assert!(chk["completed"].as_u64() >= Some(1), "{chk}");
+    assert!(chk["history"][0]["location"]
+        .as_str()
+        .unwrap()
+        .contains("/checkpoints/"));
+
+    // A savepoint; the job goes on.
+    let (s, t) = c.call(
+        "POST",
+        &format!("/v1/jobs/{job}/savepoints"),
+        Some(ACME),
+        None,
+    );
+    assert_eq!(s, 202, "{t}");
+    let done = c.wait_trigger(&job, t["trigger_id"].as_str().unwrap());
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert!(done["location"].as_str().unwrap().contains("savepoint-"));
+    assert_eq!(c.get(&format!("/v1/jobs/{job}"), ACME)["state"], "RUNNING");
+
+    // Stop with a savepoint (through the CLI), then resume from it.
+    let o = c.cli(ACME, &["stop", &job, "--savepoint"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    let location = printed
+        .trim()
+        .strip_prefix("savepoint: ")
+        .unwrap()
+        .to_string();
+    let stopped = c.wait_state(&job, "FINISHED");
+    assert_eq!(stopped["savepoint"].as_str(), Some(location.as_str()));
+    let states: Vec<&str> = stopped["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["CREATED", "SCHEDULED", "RUNNING", "FINISHING", "FINISHED"]
+    );
+    // Visible (committed) lines only: what the stopped job wrote after its savepoint is
+    // still in progress, and the next start discards it.
+    let before: usize = std::fs::read_dir(out.join("counts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum();
+    let before = before as u64;
+    assert!(
+        before < total,
+        "the job was meant to stop before its input ended"
+    );
+
+    let mut resume = durable_job(&id, &out, total, 0);
+    resume["from_savepoint"] = json!(location);
+    let resumed = c.submit(ACME, resume);
+    c.wait_state(&resumed, "FINISHED");
+    check_exactly_once(&out, total);
+
+    // Cancel, the Flink way.
+    let out2 = c.acme_dir.join("out2");
+    let slow = c.submit(ACME, durable_job(&id, &out2, 1_000_000, 1_000));
+    c.wait_state(&slow, "RUNNING");
+    let (s, v) = c.call(
+        "PATCH",
+        &format!("/v1/jobs/{slow}?mode=cancel"),
+        Some(ACME),
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    c.wait_state(&slow, "CANCELED");
+    let (s, v) = c.call("POST", &format!("/v1/jobs/{slow}/cancel"), Some(ACME), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
+
+    // The overview counts them; the CLI lists them.
+    let o = c.get("/v1/overview", ACME);
+    assert_eq!(o["jobs"]["FINISHED"], 2);
+    assert_eq!(o["jobs"]["CANCELED"], 1);
+    assert_eq!(o["slots_free"], 8);
+    let listed = c.cli(ACME, &["list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(&slow) && text.contains("CANCELED"), "{text}");
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.url))
+        .bearer_auth(ACME)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("weir_operator_records_in_total{{job_id=\"{job}\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_checkpoints_completed_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn tenants_see_only_their_own() {
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let out = c.acme_dir.join("out");
+    let job = c.submit(ACME, durable_job(&id, &out, 1_000_000, 500));
+    c.wait_state(&job, "RUNNING");
+    let (s, t) = c.call(
+        "POST",
+        &format!("/v1/jobs/{job}/savepoints"),
+        Some(ACME),
+        None,
+    );
+    assert_eq!(s, 202);
+    let trigger = t["trigger_id"].as_str().unwrap().to_string();
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/v1/components/{id}"), None),
+        ("DELETE", format!("/v1/components/{id}"), None),
+        ("GET", format!("/v1/jobs/{job}"), None),
+        ("PATCH", format!("/v1/jobs/{job}?mode=cancel"), None),
+        ("POST", format!("/v1/jobs/{job}/cancel"), None),
+        ("GET", format!("/v1/jobs/{job}/exceptions"), None),
+        ("GET", format!("/v1/jobs/{job}/checkpoints"), None),
+        ("POST", format!("/v1/jobs/{job}/savepoints"), None),
+        ("GET", format!("/v1/jobs/{job}/savepoints/{trigger}"), None),
+        ("POST", format!("/v1/jobs/{job}/stop"), None),
+        (
+            "POST",
+            "/v1/jobs".into(),
+            Some(durable_job(&id, &out, 10, 0)),
+        ),
+    ];
+    for (method, path, body) in &routes {
+        let (s, v) = c.call(method, path, Some(GLOBEX), body.clone());
+        assert_eq!(s, 404, "{method} {path} with another tenant's token: {v}");
+        assert_eq!(v["error"]["code"], "not_found", "{v}");
+    }
+    let mut all = routes.clone();
+    all.extend([
+        ("GET", "/v1/components".to_string(), None),
+        ("POST", "/v1/components".to_string(), None),
+        ("GET", "/v1/jobs".to_string(), None),
+        ("GET", "/v1/overview".to_string(), None),
+        ("GET", "/v1/taskmanagers".to_string(), None),
+        ("GET", "/metrics".to_string(), None),
+    ]);
+    for (method, path, body) in &all {
+        for token in [None, Some("wrong")] {
+            let (s, v) = c.call(method, path, token, body.clone());
+            assert_eq!(s, 401, "{method} {path} with {token:?}: {v}");
+            assert_eq!(v["error"]["code"], "unauthorized");
+        }
+    }
+    // Lists hold only one's own.
+    assert_eq!(
+        c.get("/v1/jobs", GLOBEX)["jobs"].as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(
+        c.get("/v1/components", GLOBEX)["components"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(c.get("/v1/overview", GLOBEX)["tenants"], json!(["globex"]));
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.url))
+        .bearer_auth(GLOBEX)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !metrics.contains(&job),
+        "another tenant's job in the metrics"
+    );
+    // The admin sees everything, but uploads and submits nothing.
+    assert_eq!(c.get(&format!("/v1/jobs/{job}"), ADMIN)["tenant"], "acme");
+    assert_eq!(
+        c.get("/v1/overview", ADMIN)["tenants"],
+        json!(["acme", "globex"])
+    );
+    let (s, v) = c.call(
+        "POST",
+        "/v1/jobs",
+        Some(ADMIN),
+        Some(durable_job(&id, &out, 10, 0)),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("tenant_only")),
+        "{v}"
+    );
+    // The job was never touched by the others.
+    assert_eq!(c.get(&format!("/v1/jobs/{job}"), ACME)["state"], "RUNNING");
+    c.call("POST", &format!("/v1/jobs/{job}/cancel"), Some(ACME), None);
+    c.wait_state(&job, "CANCELED");
+}
+
+#[test]
+fn malformed_requests_get_clear_errors() {
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let expect = |(s, v): (u16, Value), status: u16, code: &str, says: &str| {
+        assert_eq!(s, status, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(says), "'{m}' does not say '{says}'");
+    };
+    let raw = |body: &str, ct: &str| {
+        let r = c
+            .http
+            .post(format!("{}/v1/jobs", c.url))
+            .bearer_auth(ACME)
+            .header("content-type", ct)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    expect(
+        raw("{\"component\": ", "application/json"),
+        400,
+        "invalid_json",
+        "EOF",
+    );
+    expect(
+        raw("{}", "text/plain"),
+        415,
+        "unsupported_media_type",
+        "Content-Type",
+    );
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": id, "paralelism": 2})),
+        ),
+        400,
+        "invalid_request",
+        "unknown field `paralelism`",
+    );
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": "nope"})),
+        ),
+        404,
+        "not_found",
+        "no component with id 'nope'",
+    );
+    expect(
+        c.call("GET", "/v1/jobs/0123", Some(ACME), None),
+        404,
+        "not_found",
+        "no job with id '0123'",
+    );
+    expect(
+        c.call("GET", "/v1/nothing", Some(ACME), None),
+        404,
+        "not_found",
+        "no such route",
+    );
+    expect(
+        c.call("PUT", "/v1/jobs", Some(ACME), None),
+        405,
+        "method_not_allowed",
+        "method",
+    );
+    expect(
+        c.call("PATCH", "/v1/jobs/x?mode=explode", Some(ACME), None),
+        400,
+        "bad_request",
+        "only 'cancel'",
+    );
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": id, "parallelism": 0})),
+        ),
+        400,
+        "bad_request",
+        "parallelism",
+    );
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": id, "state_backend": "disk"})),
+        ),
+        400,
+        "bad_request",
+        "state_backend 'disk'",
+    );
+    // The job's plan needs an output argument: the guest's own message.
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": id})),
+        ),
+        400,
+        "invalid_plan",
+        "output",
+    );
+    // Files outside the tenant's directories, directly, with `..`, or through a symlink.
+    let outside = c.dir.path().join("globex/out");
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(durable_job(&id, &outside, 10, 0)),
+        ),
+        400,
+        "path_not_allowed",
+        "outside the tenant's allowed paths",
+    );
+    let climbing = c.acme_dir.join("../globex/out");
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(durable_job(&id, &climbing, 10, 0)),
+        ),
+        400,
+        "path_not_allowed",
+        "globex/out",
+    );
+    std::os::unix::fs::symlink(c.dir.path().join("globex"), c.acme_dir.join("link")).unwrap();
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(durable_job(&id, &c.acme_dir.join("link/out"), 10, 0)),
+        ),
+        400,
+        "path_not_allowed",
+        "resolves to",
+    );
+    let mut from = durable_job(&id, &c.acme_dir.join("o"), 10, 0);
+    from["from_savepoint"] = json!("/etc");
+    expect(
+        c.call("POST", "/v1/jobs", Some(ACME), Some(from)),
+        400,
+        "path_not_allowed",
+        "from_savepoint",
+    );
+    // Uploads: not Wasm, a core module, too large, wrong content type.
+    expect(
+        c.upload_bytes(ACME, b"hello".to_vec(), "application/wasm"),
+        422,
+        "invalid_component",
+        "not a WebAssembly file",
+    );
+    expect(
+        c.upload_bytes(ACME, b"\0asm\x01\0\0\0".to_vec(), "application/wasm"),
+        422,
+        "invalid_component",
+        "core WebAssembly module",
+    );
+    expect(
+        c.upload_announced(GLOBEX, 200_000),
+        413,
+        "too_large",
+        "max_component_bytes (1000)",
+    );
+    expect(
+        c.upload_announced(ACME, 6_000_000),
+        413,
+        "too_large",
+        "5000000",
+    );
+    expect(
+        c.upload_bytes(ACME, b"{}".to_vec(), "application/json"),
+        415,
+        "unsupported_media_type",
+        "application/wasm",
+    );
+    // A multipart form, as a browser sends it.
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "file",
+        reqwest::blocking::multipart::Part::bytes(std::fs::read(guest("word_count")).unwrap())
+            .file_name("word_count.wasm"),
+    );
+    let r = c
+        .http
+        .post(format!("{}/v1/components", c.url))
+        .bearer_auth(ACME)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["name"], "word_count.wasm");
+    // Quotas: slots beyond the tenant's, and more jobs than it may have.
+    let mut wide = durable_job(&id, &c.acme_dir.join("w"), 10, 0);
+    wide["parallelism"] = json!(7);
+    expect(
+        c.call("POST", "/v1/jobs", Some(ACME), Some(wide)),
+        409,
+        "quota_exceeded",
+        "max_slots",
+    );
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        let mut j = durable_job(&id, &c.acme_dir.join(format!("q{i}")), 1_000_000, 100);
+        j["parallelism"] = json!(1);
+        jobs.push(c.submit(ACME, j));
+    }
+    let mut fifth = durable_job(&id, &c.acme_dir.join("q5"), 10, 0);
+    fifth["parallelism"] = json!(1);
+    expect(
+        c.call("POST", "/v1/jobs", Some(ACME), Some(fifth)),
+        409,
+        "quota_exceeded",
+        "max_jobs",
+    );
+    for j in &jobs {
+        c.call("POST", &format!("/v1/jobs/{j}/cancel"), Some(ACME), None);
+    }
+    for j in &jobs {
+        c.wait_state(j, "CANCELED");
+    }
+    // Components can be deleted; then they are gone.
+    let (s, _) = c.call("DELETE", &format!("/v1/components/{id}"), Some(ACME), None);
+    assert_eq!(s, 200);
+    expect(
+        c.call("GET", &format!("/v1/components/{id}"), Some(ACME), None),
+        404,
+        "not_found",
+        &id,
+    );
+    // The OpenAPI document needs no token and lists the routes.
+    let (s, doc) = c.call("GET", "/v1/openapi.json", None, None);
+    assert_eq!(s, 200);
+    for p in [
+        "/v1/components",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/savepoints/{trigger}",
+        "/v1/jobs/{id}/stop",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "the OpenAPI document lacks {p}"
+        );
+    }
+}
+
+#[test]
+fn hostile_guests_fail_only_their_own_job() {
+    let c = Cluster::start("call_timeout_ms = 500\nmax_call_output_bytes = 8388608");
+    let durable = c.upload(ACME, "durable");
+    let faulty = c.upload(ACME, "faulty");
+    // A well-behaved neighbour, running through it all.
+    let out = c.acme_dir.join("neighbour");
+    let total = 20_000;
+    let neighbour = c.submit(ACME, durable_job(&durable, &out, total, 5_000));
+    c.wait_state(&neighbour, "RUNNING");
+    let cases = [
+        ("loop", "exceeded the call deadline of 500ms"),
+        ("alloc", "exceeded the memory limit of 268435456 bytes"),
+        ("stack", "stack overflows"),
+        ("giant", "over the limit of 8388608 bytes per call"),
+        ("panic", "boom at record 5000"),
+    ];
+    // max_jobs is 4: three hostile jobs at a time beside the neighbour.
+    let mut pending: std::collections::VecDeque<(&str, &str)> = cases.into_iter().collect();
+    let mut running: Vec<(String, &str, &str)> = Vec::new();
+    while !pending.is_empty() || !running.is_empty() {
+        while running.len() < 3 {
+            let Some((mode, says)) = pending.pop_front() else {
+                break;
+            };
+            let id = c.submit(ACME, json!({"component": faulty, "args": {"mode": mode}}));
+            running.push((id, mode, says));
+        }
+        let (id, mode, says) = running.remove(0);
+        let j = c.wait_job(&id, "ended", |j| {
+            j["state"] == "FAILED" || j["state"] == "FINISHED"
+        });
+        assert_eq!(j["state"], "FAILED", "{mode}: {j:#}");
+        let failure = j["failure"].as_str().unwrap();
+        assert!(
+            failure.contains(says),
+            "{mode}: '{failure}' does not say '{says}'"
+        );
+        assert!(
+            failure.contains("faulty-map") || failure.contains("giant"),
+            "{mode}: '{failure}' names no operator"
+        );
+        let ex = c.get(&format!("/v1/jobs/{id}/exceptions"), ACME);
+        assert!(
+            ex["exceptions"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{ex}"
+        );
+    }
+    let n = c.wait_job(&neighbour, "finished", |j| j["state"] != "RUNNING");
+    assert_eq!(n["state"], "FINISHED", "{n:#}");
+    assert_eq!(n["restarts"], 0);
+    check_exactly_once(&out, total);
+    // The cluster still serves.
+    assert_eq!(c.get("/v1/overview", ADMIN)["slots_free"], 8);
+}
