@@ -857,3 +857,52 @@ fn hostile_guests_fail_only_their_own_job() {
     // The cluster still serves.
     assert_eq!(c.get("/v1/overview", ADMIN)["slots_free"], 8);
 }
+
+#[test]
+fn the_web_ui_is_served_and_speaks_the_api() {
+    let c = Cluster::start("");
+    let page = c.http.get(format!("{}/", c.url)).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().unwrap();
+    assert!(html.contains("<script src=\"/ui/app.js\">"), "{html}");
+    let js = c.http.get(format!("{}/ui/app.js", c.url)).send().unwrap();
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let js = js.text().unwrap();
+    // Every route the UI calls exists in the OpenAPI document.
+    let (_, doc) = c.call("GET", "/v1/openapi.json", None, None);
+    for route in ["/v1/overview", "/v1/jobs", "/v1/components"] {
+        assert!(
+            js.contains(&format!("\"{route}\"")),
+            "the UI does not call {route}"
+        );
+        assert!(
+            doc["paths"].get(route).is_some(),
+            "{route} is not in the API"
+        );
+    }
+    for route in [
+        "/v1/jobs/{id}/checkpoints",
+        "/v1/jobs/{id}/exceptions",
+        "/v1/jobs/{id}/savepoints",
+        "/v1/jobs/{id}/stop",
+        "/v1/jobs/{id}/cancel",
+    ] {
+        let js_form = route
+            .replace("{id}", "${selected}")
+            .replace("${selected}/checkpoints", "${id}/checkpoints")
+            .replace("${selected}/exceptions", "${id}/exceptions");
+        assert!(
+            js.contains(&js_form),
+            "the UI does not call {route} ({js_form})"
+        );
+        assert!(
+            doc["paths"].get(route).is_some(),
+            "{route} is not in the API"
+        );
+    }
+    let (s, v) = c.call("GET", "/ui/nothing.js", None, None);
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+}

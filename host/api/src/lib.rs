@@ -15,6 +15,7 @@
 
 mod error;
 mod routes;
+mod ui;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -89,6 +90,8 @@ pub fn router(jm: JobManager) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(routes::metrics))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,0 +1,162 @@
+// The weir web UI: a thin client of the REST API (/v1, see /v1/openapi.json). The token stays
+// in this browser's local storage and travels only in the Authorization header.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let token = localStorage.getItem("weir-token") || "";
+let selected = null;
+
+async function api(method, path, body, contentType) {
+  const headers = { Authorization: `Bearer ${token}` };
+  let payload = body;
+  if (body !== undefined && !(body instanceof FormData) && contentType === undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch(path, { method, headers, body: payload });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const e = answer.error || {};
+    throw new Error(`${e.message || response.statusText} (${response.status} ${e.code || ""})`);
+  }
+  return answer;
+}
+
+function showError(e) {
+  $("error").hidden = !e;
+  $("error").textContent = e ? String(e.message || e) : "";
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text === undefined || text === null ? "" : String(text);
+  if (className) td.className = className;
+  return td;
+}
+
+function time(ms) {
+  return ms ? new Date(ms).toLocaleTimeString() : "";
+}
+
+async function refresh() {
+  if (!token) return;
+  try {
+    const overview = await api("GET", "/v1/overview");
+    $("cluster").textContent = `v${overview.version} · ${overview.slots_free}/${overview.slots_total} slots free · tenants: ${overview.tenants.join(", ")}`;
+    const { jobs } = await api("GET", "/v1/jobs");
+    const body = $("jobs").tBodies[0];
+    body.replaceChildren();
+    for (const j of jobs) {
+      const row = body.insertRow();
+      row.className = "clickable";
+      row.onclick = () => { selected = j.id; refresh(); };
+      cell(row, j.id.slice(0, 12));
+      cell(row, j.name);
+      cell(row, j.state, `state-${j.state}`);
+      cell(row, j.tenant);
+      cell(row, j.slots);
+      cell(row, j.restarts);
+      cell(row, time(j.start_ms));
+    }
+    const { components } = await api("GET", "/v1/components");
+    const cbody = $("components").tBodies[0];
+    cbody.replaceChildren();
+    const select = $("component");
+    const previous = select.value;
+    select.replaceChildren();
+    for (const c of components) {
+      const row = cbody.insertRow();
+      cell(row, c.id);
+      cell(row, c.name);
+      cell(row, c.plan ? c.plan.job : c.plan_note);
+      cell(row, c.size);
+      const del = document.createElement("button");
+      del.textContent = "Delete";
+      del.onclick = async () => { try { await api("DELETE", `/v1/components/${c.id}`); refresh(); } catch (e) { showError(e); } };
+      row.insertCell().append(del);
+      select.add(new Option(`${c.name || c.id} (${c.id})`, c.id));
+    }
+    if (previous) select.value = previous;
+    if (selected) await showJob(selected);
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+async function showJob(id) {
+  const j = await api("GET", `/v1/jobs/${id}`);
+  $("job").hidden = false;
+  $("job-title").textContent = `${j.name} (${j.id})`;
+  $("job-summary").textContent = `${j.state} · tenant ${j.tenant} · ${j.slots} slots · ${j.restarts} restarts` +
+    (j.failure ? ` · failure: ${j.failure}` : "") + (j.savepoint ? ` · savepoint: ${j.savepoint}` : "");
+  const body = $("operators").tBodies[0];
+  body.replaceChildren();
+  for (const o of j.operators) {
+    const row = body.insertRow();
+    cell(row, o.uid);
+    cell(row, o.parallelism);
+    cell(row, o.records_in);
+    cell(row, o.records_out);
+    cell(row, Math.round(o.records_in_per_second));
+    cell(row, Math.round(o.records_out_per_second));
+    cell(row, o.watermark === null ? "" : new Date(o.watermark).toISOString());
+  }
+  const c = await api("GET", `/v1/jobs/${id}/checkpoints`);
+  $("checkpoints").textContent = `${c.completed} completed, ${c.failed} failed` +
+    (c.latest ? ` · latest ${c.latest.id}: ${c.latest.duration_ms} ms, ${c.latest.state_bytes} bytes, ${c.latest.location}` : "") +
+    (c.latest_savepoint ? ` · latest savepoint: ${c.latest_savepoint.location}` : "");
+  const { exceptions } = await api("GET", `/v1/jobs/${id}/exceptions`);
+  const list = $("exceptions");
+  list.replaceChildren();
+  for (const e of exceptions) {
+    const li = document.createElement("li");
+    li.textContent = `${time(e.at_ms)} attempt ${e.attempt}${e.restarted ? " (restarted)" : ""}: ${e.message}`;
+    list.append(li);
+  }
+}
+
+async function trigger(path, body) {
+  const { trigger_id } = await api("POST", path, body);
+  $("trigger").textContent = "savepoint in progress…";
+  for (;;) {
+    const s = await api("GET", `/v1/jobs/${selected}/savepoints/${trigger_id}`);
+    if (s.status !== "IN_PROGRESS") {
+      $("trigger").textContent = s.status === "COMPLETED" ? `savepoint: ${s.location}` : `savepoint failed: ${s.failure}`;
+      return refresh();
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+$("login").onsubmit = (e) => {
+  e.preventDefault();
+  token = $("token").value.trim();
+  localStorage.setItem("weir-token", token);
+  $("token").value = "";
+  refresh();
+};
+$("savepoint").onclick = () => trigger(`/v1/jobs/${selected}/savepoints`).catch(showError);
+$("stop").onclick = () => trigger(`/v1/jobs/${selected}/stop`, { drain: false }).catch(showError);
+$("cancel").onclick = () => api("POST", `/v1/jobs/${selected}/cancel`).then(refresh).catch(showError);
+$("upload").onsubmit = async (e) => {
+  e.preventDefault();
+  const form = new FormData();
+  form.append("file", $("file").files[0]);
+  try { await api("POST", "/v1/components", form); refresh(); } catch (err) { showError(err); }
+};
+$("submit").onsubmit = async (e) => {
+  e.preventDefault();
+  const args = {};
+  for (const line of $("args").value.split("\n")) {
+    const at = line.indexOf("=");
+    if (at > 0) args[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  const request = { component: $("component").value, parallelism: Number($("parallelism").value), args, state_backend: $("backend").value };
+  if ($("interval").value) request.checkpoint_interval_ms = Number($("interval").value);
+  if ($("from").value) request.from_savepoint = $("from").value;
+  try { const j = await api("POST", "/v1/jobs", request); selected = j.id; refresh(); } catch (err) { showError(err); }
+};
+
+refresh();
+setInterval(refresh, 2000);
