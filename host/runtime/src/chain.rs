@@ -48,7 +48,6 @@ pub struct GuestChain {
     instance: bindings::JobComponent,
     chain: ResourceAny,
     label: String,
-    deadline_ticks: u64,
     timeout: Duration,
     max_output: usize,
 }
@@ -96,7 +95,6 @@ impl GuestChain {
         instance: bindings::JobComponent,
         chain: ResourceAny,
         label: String,
-        deadline_ticks: u64,
         timeout: Duration,
         max_output: usize,
     ) -> Self {
@@ -105,7 +103,6 @@ impl GuestChain {
             instance,
             chain,
             label,
-            deadline_ticks,
             timeout,
             max_output,
         }
@@ -163,7 +160,8 @@ impl GuestChain {
         &mut self,
         f: impl FnOnce(&ChainExports<'_>, &mut Store<TaskData>, ResourceAny) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().call_started = std::time::Instant::now();
+        self.store.set_epoch_deadline(1);
         let exports = self.instance.weir_stream_job().chain();
         let r = f(&exports, &mut self.store, self.chain);
         r.map_err(|e| self.trap(e))

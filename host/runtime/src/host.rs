@@ -21,6 +21,10 @@ pub(crate) struct TaskData {
     pub panic: Option<(String, String)>,
     /// For log lines: `job/operator#subtask`.
     pub label: String,
+    /// When the current call into the guest began (for its deadline and throttling).
+    pub call_started: std::time::Instant,
+    /// Time the guest spent in calls that ran past the busy threshold, paused.
+    pub throttled: std::time::Duration,
 }
 
 impl TaskData {
@@ -48,6 +52,8 @@ impl TaskData {
             max_parallelism: weir_core::DEFAULT_MAX_PARALLELISM,
             panic: None,
             label,
+            call_started: std::time::Instant::now(),
+            throttled: std::time::Duration::ZERO,
         }
     }
 

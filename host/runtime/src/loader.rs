@@ -34,6 +34,10 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Most bytes one call may return (records, state writes and timers together).
     pub max_call_output: usize,
+    /// A call running longer than this is busy: from then on it runs one epoch tick in
+    /// eight and sleeps the others, so a looping or heavy guest leaves its neighbours their
+    /// share of the cores until its deadline ends it.
+    pub busy_after: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -43,6 +47,7 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(30),
             epoch_tick: Duration::from_millis(10),
             max_call_output: 64 << 20,
+            busy_after: Duration::from_millis(50),
         }
     }
 }
@@ -248,14 +253,26 @@ impl JobComponent {
             TaskData::new(label, self.config.max_instance_memory, seed),
         );
         store.limiter(|d| &mut d.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
-        store.epoch_deadline_trap();
+        // Every epoch tick of a call: past its deadline it traps; once busy, it pauses.
+        let (timeout, busy_after, tick) = (
+            self.config.call_timeout,
+            self.config.busy_after,
+            self.config.epoch_tick,
+        );
+        store.epoch_deadline_callback(move |mut ctx| {
+            let elapsed = ctx.data().call_started.elapsed();
+            if elapsed >= timeout {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            if elapsed >= busy_after {
+                let pause = (tick * 7).min(timeout - elapsed);
+                std::thread::sleep(pause);
+                ctx.data_mut().throttled += pause;
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
         store
-    }
-
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        let tick = self.config.epoch_tick.as_nanos().max(1);
-        (self.config.call_timeout.as_nanos() / tick).max(1) as u64
     }
 
     /// Asks the component for its graph with these arguments, fills in defaults (job
@@ -325,7 +342,6 @@ impl JobComponent {
             instance,
             chain,
             spec.label,
-            self.deadline_ticks(),
             timeout,
             self.config.max_call_output,
         ))
