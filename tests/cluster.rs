@@ -60,7 +60,7 @@ token_sha256 = "{acme}"
 max_jobs = 4
 max_slots = 6
 max_component_bytes = 5000000
-max_instance_memory_bytes = 268435456
+max_instance_memory_bytes = 201326592
 allowed_paths = ["{acme_dir}"]
 
 [[tenants]]
@@ -801,7 +801,7 @@ fn malformed_requests_get_clear_errors() {
 
 #[test]
 fn hostile_guests_fail_only_their_own_job() {
-    let c = Cluster::start("call_timeout_ms = 500\nmax_call_output_bytes = 8388608");
+    let c = Cluster::start("call_timeout_ms = 5000\nmax_call_output_bytes = 8388608");
     let durable = c.upload(ACME, "durable");
     let faulty = c.upload(ACME, "faulty");
     // A well-behaved neighbour, running through it all.
@@ -810,8 +810,8 @@ fn hostile_guests_fail_only_their_own_job() {
     let neighbour = c.submit(ACME, durable_job(&durable, &out, total, 5_000));
     c.wait_state(&neighbour, "RUNNING");
     let cases = [
-        ("loop", "exceeded the call deadline of 500ms"),
-        ("alloc", "exceeded the memory limit of 268435456 bytes"),
+        ("loop", "exceeded the call deadline of 5s"),
+        ("alloc", "exceeded the memory limit of 201326592 bytes"),
         ("stack", "stack overflows"),
         ("giant", "over the limit of 8388608 bytes per call"),
         ("panic", "boom at record 5000"),

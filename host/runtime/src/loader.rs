@@ -34,9 +34,10 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Most bytes one call may return (records, state writes and timers together).
     pub max_call_output: usize,
-    /// A call running longer than this is busy: from then on it runs one epoch tick in
-    /// eight and sleeps the others, so a looping or heavy guest leaves its neighbours their
-    /// share of the cores until its deadline ends it.
+    /// A call running longer than this is busy: from then on it sleeps between epoch
+    /// ticks — half of its time at first, an eighth after 20 times this — so a looping or
+    /// heavy guest leaves its neighbours their share of the cores until its deadline ends
+    /// it.
     pub busy_after: Duration,
 }
 
@@ -265,7 +266,14 @@ impl JobComponent {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
             if elapsed >= busy_after {
-                let pause = (tick * 7).min(timeout - elapsed);
+                // Half its time at first, a quarter after 4x busy_after, an eighth after 20x:
+                // a heavy call is slowed a little, a looping one mostly waits.
+                let paused_ticks = match elapsed.as_nanos() / busy_after.as_nanos().max(1) {
+                    0..4 => 1,
+                    4..20 => 3,
+                    _ => 7,
+                };
+                let pause = (tick * paused_ticks).min(timeout - elapsed);
                 std::thread::sleep(pause);
                 ctx.data_mut().throttled += pause;
             }
