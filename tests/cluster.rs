@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 const ACME: &str = "acme-token";
 const GLOBEX: &str = "globex-token";
 const ADMIN: &str = "admin-token";
+const INITECH: &str = "initech-token";
 
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
@@ -42,6 +43,7 @@ impl Cluster {
         let acme_dir = dir.path().join("acme");
         std::fs::create_dir_all(&acme_dir).unwrap();
         std::fs::create_dir_all(dir.path().join("globex")).unwrap();
+        std::fs::create_dir_all(dir.path().join("initech")).unwrap();
         let config = dir.path().join("weir.toml");
         std::fs::write(
             &config,
@@ -64,6 +66,12 @@ max_instance_memory_bytes = 201326592
 allowed_paths = ["{acme_dir}"]
 
 [[tenants]]
+name = "initech"
+token_sha256 = "{initech}"
+max_state_bytes = 1000
+allowed_paths = ["{initech_dir}"]
+
+[[tenants]]
 name = "globex"
 token_sha256 = "{globex}"
 max_jobs = 2
@@ -75,6 +83,8 @@ allowed_paths = ["{globex_dir}"]
                 admin = sha256_hex(ADMIN),
                 acme = sha256_hex(ACME),
                 globex = sha256_hex(GLOBEX),
+                initech = sha256_hex(INITECH),
+                initech_dir = dir.path().join("initech").display(),
                 acme_dir = acme_dir.display(),
                 globex_dir = dir.path().join("globex").display(),
             ),
@@ -406,6 +416,16 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
     );
     assert_eq!(s, 202, "{v}");
     c.wait_state(&slow, "CANCELED");
+    // A cancelled (or finished) job's checkpoints are deleted.
+    let checkpoints = c.dir.path().join("data/tenants/acme/checkpoints");
+    assert!(
+        !checkpoints.join(&slow).exists(),
+        "checkpoints of a cancelled job remain"
+    );
+    assert!(
+        !checkpoints.join(&job).exists(),
+        "checkpoints of a finished job remain"
+    );
     let (s, v) = c.call("POST", &format!("/v1/jobs/{slow}/cancel"), Some(ACME), None);
     assert_eq!(
         (s, v["error"]["code"].as_str()),
@@ -521,7 +541,7 @@ fn tenants_see_only_their_own() {
     assert_eq!(c.get(&format!("/v1/jobs/{job}"), ADMIN)["tenant"], "acme");
     assert_eq!(
         c.get("/v1/overview", ADMIN)["tenants"],
-        json!(["acme", "globex"])
+        json!(["acme", "initech", "globex"])
     );
     let (s, v) = c.call(
         "POST",
@@ -905,4 +925,46 @@ fn the_web_ui_is_served_and_speaks_the_api() {
     }
     let (s, v) = c.call("GET", "/ui/nothing.js", None, None);
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[test]
+fn a_job_over_its_state_quota_fails_naming_it() {
+    let c = Cluster::start("");
+    let (s, v) = c.upload_bytes(
+        INITECH,
+        std::fs::read(guest("durable")).unwrap(),
+        "application/wasm",
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let out = c.dir.path().join("initech/out");
+    let (s, v) = c.call(
+        "POST",
+        "/v1/jobs",
+        Some(INITECH),
+        Some(durable_job(id, &out, 1_000_000, 2_000)),
+    );
+    assert_eq!(s, 201, "{v}");
+    let job = v["id"].as_str().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let j = loop {
+        let j = c.get(&format!("/v1/jobs/{job}"), INITECH);
+        if j["state"] == "FAILED" {
+            break j;
+        }
+        assert!(Instant::now() < until, "the job never failed: {j:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let failure = j["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("max_state_bytes (1000)") && failure.contains("initech"),
+        "{failure}"
+    );
+    // A failed job keeps its checkpoints, to resume from.
+    assert!(c
+        .dir
+        .path()
+        .join("data/tenants/initech/checkpoints")
+        .join(job)
+        .exists());
 }

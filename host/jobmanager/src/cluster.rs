@@ -426,6 +426,7 @@ impl JobManager {
                 });
         let deployment = Deployment {
             job: id.clone(),
+            tenant: tenant.name.clone(),
             component,
             parallelism,
             args,
@@ -943,6 +944,23 @@ impl JobManager {
                         j.failure = Some(cause);
                         j.apply(Transition::Failed);
                     }
+                }
+                // Checkpoints outlive only a failure (to resume from).
+                if matches!(j.state, JobState::Finished | JobState::Canceled) {
+                    let dir = self
+                        .inner
+                        .data_dir
+                        .join("tenants")
+                        .join(&j.tenant.name)
+                        .join("checkpoints")
+                        .join(&j.id);
+                    std::thread::spawn(move || {
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete checkpoints");
+                            }
+                        }
+                    });
                 }
                 let reason = format!("the job ended ({})", j.state.name());
                 j.settle_triggers(false, Err(&reason));

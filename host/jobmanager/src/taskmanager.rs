@@ -20,6 +20,8 @@ use weir_worker::{
 pub struct Deployment {
     /// The job's id (also its directory under the checkpoint root).
     pub job: String,
+    /// Its tenant (for logs).
+    pub tenant: String,
     /// The compiled component, with the tenant's sandbox limits.
     pub component: Arc<JobComponent>,
     /// Default parallelism.
@@ -246,6 +248,9 @@ fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
 /// Runs one job on this thread; a second thread forwards its events and samples its
 /// counters.
 fn run(d: &Deployment, mut options: JobOptions, events: &Sender<TaskManagerEvent>) {
+    // Every log line of the job (its tasks' too) names it and its tenant.
+    let span = tracing::info_span!("job", id = %d.job, tenant = %d.tenant);
+    let _entered = span.enter();
     let (tx, rx) = crossbeam_channel::unbounded();
     options.events = Some(tx);
     let job = d.job.clone();
@@ -264,6 +269,10 @@ fn run(d: &Deployment, mut options: JobOptions, events: &Sender<TaskManagerEvent
         Err(JobError::Cancelled) => JobOutcome::Canceled,
         Err(e) => JobOutcome::Failed(e.to_string()),
     };
+    // RocksDB's working files go with the job (its checkpoints are the JobManager's call).
+    if let Some(dir) = &d.rocksdb_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     drop(options);
     if let Ok(h) = forward {
         let _ = h.join();

@@ -742,9 +742,12 @@ impl Attempt<'_> {
         for t in tasks {
             let label = t.label.clone();
             let cancel = cancel.clone();
+            // The caller's span (a cluster's job and tenant) covers the task's logs too.
+            let span = tracing::Span::current();
             let handle = std::thread::Builder::new()
                 .name(format!("weir-task-{label}"))
                 .spawn(move || {
+                    let _entered = span.enter();
                     let r = t.run();
                     if r.is_err() {
                         cancel.store(true, Ordering::Relaxed);
