@@ -416,8 +416,12 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
     );
     assert_eq!(s, 202, "{v}");
     c.wait_state(&slow, "CANCELED");
-    // A cancelled (or finished) job's checkpoints are deleted.
+    // A cancelled (or finished) job's checkpoints are deleted (in the background).
     let checkpoints = c.dir.path().join("data/tenants/acme/checkpoints");
+    let until = Instant::now() + Duration::from_secs(10);
+    while checkpoints.join(&slow).exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         !checkpoints.join(&slow).exists(),
         "checkpoints of a cancelled job remain"
