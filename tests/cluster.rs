@@ -972,3 +972,36 @@ fn a_job_over_its_state_quota_fails_naming_it() {
         .join(job)
         .exists());
 }
+
+#[test]
+fn sigterm_stops_running_jobs_with_a_savepoint() {
+    let mut c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let out = c.acme_dir.join("out");
+    let job = c.submit(ACME, durable_job(&id, &out, 1_000_000, 1_000));
+    c.wait_state(&job, "RUNNING");
+    let pid = c.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = c.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < until, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // The job's savepoint is complete and names it.
+    let savepoints = c.dir.path().join("data/tenants/acme/savepoints");
+    let found: Vec<_> = std::fs::read_dir(&savepoints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(&job))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].join("_metadata").is_file());
+}

@@ -43,7 +43,21 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .context("the REST server failed")
     })?;
     eprintln!("shutting down: stopping jobs");
+    let shutdown_ms = weir_jobmanager::components::now_ms();
     jm.shutdown(Duration::from_secs(60));
+    let admin = weir_jobmanager::Principal::Admin;
+    for job in jm.jobs_overview(&admin) {
+        if let Ok(Some(savepoint)) = jm.job(&admin, &job.id).map(|j| j.savepoint) {
+            if job.end_ms.is_some_and(|end| end >= shutdown_ms) {
+                let line = format!(
+                    "job {} ({}) stopped with savepoint {savepoint}\n",
+                    job.id, job.tenant
+                );
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(line.as_bytes());
+            }
+        }
+    }
     Ok(())
 }
 
