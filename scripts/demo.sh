@@ -22,15 +22,17 @@ export WEIR_TOKEN="${WEIR_TOKEN:-weir_$(head -c 16 /dev/urandom | od -An -tx1 | 
 export WEIR_DATA_DIR="$PWD/weir-data/cluster"
 export WEIR_REST_ADDRESS="${WEIR_URL#http://}"
 
+log="$PWD/weir-data/serve.log"
 echo
-echo "== weir serve (data under $WEIR_DATA_DIR)"
-"$weir" serve &
+echo "== weir serve (data under $WEIR_DATA_DIR, log in $log)"
+"$weir" serve > "$log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 for _ in $(seq 100); do
     curl -sf -o /dev/null "$WEIR_URL/v1/openapi.json" && break
     sleep 0.1
 done
+head -n 4 "$log"
 
 echo
 echo "== weir submit word_count.wasm --parallelism 2 (bounded: finishes in a moment)"
@@ -48,7 +50,7 @@ echo
 echo "== the 10 most frequent words in weir's docs (the last update per word is its total)"
 cat "$demo"/word-count/part-*.jsonl \
     | sed -E 's/^\{"word":"(.*)","count":([0-9]+)\}$/\2 \1/' \
-    | sort -k2,2 -k1,1nr | awk '!seen[$2]++' | sort -k1,1nr | head -n 10
+    | sort -k2,2 -k1,1nr | awk '!seen[$2]++' | sort -k1,1nr | head -n 10 || true
 
 cat <<MSG
 
@@ -59,5 +61,6 @@ Where to look (the cluster runs until Ctrl-C):
   REST:      curl -H "Authorization: Bearer \$WEIR_TOKEN" $WEIR_URL/v1/jobs
   OpenAPI:   $WEIR_URL/v1/openapi.json      metrics: $WEIR_URL/metrics (with the token)
   output:    $demo/word-count/part-*.jsonl
+  log:       $log
 MSG
 wait $server
