@@ -27,7 +27,7 @@ echo
 echo "== weir serve (data under $WEIR_DATA_DIR, log in $log)"
 "$weir" serve > "$log" 2>&1 &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
 for _ in $(seq 100); do
     curl -sf -o /dev/null "$WEIR_URL/v1/openapi.json" && break
     sleep 0.1

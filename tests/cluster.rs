@@ -798,6 +798,78 @@ fn malformed_requests_get_clear_errors() {
     for j in &jobs {
         c.wait_state(j, "CANCELED");
     }
+    // Slots: with "wait", a job beyond the tenant's free slots queues in SCHEDULED (and can be
+    // cancelled there); without, it is refused.
+    let mut big = durable_job(&id, &c.acme_dir.join("big"), 1_000_000, 100);
+    big["parallelism"] = json!(6);
+    let big = c.submit(ACME, big);
+    c.wait_state(&big, "RUNNING");
+    let mut queued = durable_job(&id, &c.acme_dir.join("queued"), 10, 0);
+    queued["wait"] = json!(true);
+    let queued = c.submit(ACME, queued);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{queued}"), ACME)["state"],
+        "SCHEDULED"
+    );
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(durable_job(&id, &c.acme_dir.join("n"), 10, 0)),
+        ),
+        409,
+        "quota_exceeded",
+        "holds 6 of its 6",
+    );
+    let (s, _) = c.call(
+        "POST",
+        &format!("/v1/jobs/{queued}/cancel"),
+        Some(ACME),
+        None,
+    );
+    assert_eq!(s, 202);
+    c.wait_state(&queued, "CANCELED");
+    c.call("POST", &format!("/v1/jobs/{big}/cancel"), Some(ACME), None);
+    c.wait_state(&big, "CANCELED");
+    // Another tenant's savepoints are out of reach, even by path.
+    let mut theirs = durable_job(&id, &c.acme_dir.join("o"), 10, 0);
+    theirs["from_savepoint"] = json!(c
+        .dir
+        .path()
+        .join("data/tenants/globex/savepoints/x")
+        .display()
+        .to_string());
+    expect(
+        c.call("POST", "/v1/jobs", Some(ACME), Some(theirs)),
+        400,
+        "path_not_allowed",
+        "from_savepoint",
+    );
+    // A state quota is measured at checkpoints: a job without them is refused.
+    let (s, v) = c.upload_bytes(
+        INITECH,
+        std::fs::read(guest("durable")).unwrap(),
+        "application/wasm",
+    );
+    assert_eq!(s, 201, "{v}");
+    let mut unmeasured = durable_job(
+        v["id"].as_str().unwrap(),
+        &c.dir.path().join("initech/o"),
+        10,
+        0,
+    );
+    unmeasured
+        .as_object_mut()
+        .unwrap()
+        .remove("checkpoint_interval_ms");
+    expect(
+        c.call("POST", "/v1/jobs", Some(INITECH), Some(unmeasured)),
+        400,
+        "bad_request",
+        "set checkpoint_interval_ms",
+    );
     // Components can be deleted; then they are gone.
     let (s, _) = c.call("DELETE", &format!("/v1/components/{id}"), Some(ACME), None);
     assert_eq!(s, 200);

@@ -27,6 +27,8 @@ const MAX_ENDED_JOBS: usize = 1000;
 const CHECKPOINT_HISTORY: usize = 20;
 /// Exceptions kept per job.
 const EXCEPTION_HISTORY: usize = 50;
+/// Savepoint triggers kept per job.
+const MAX_TRIGGERS: usize = 100;
 
 /// The JobManager of a session cluster.
 #[derive(Clone)]
@@ -77,7 +79,8 @@ struct JobRecord {
     operators: Vec<OperatorStatus>,
     last_sample: Option<Instant>,
     savepoint: Option<String>,
-    triggers: Vec<SavepointStatus>,
+    /// With the time each was asked for.
+    triggers: Vec<(i64, SavepointStatus)>,
     /// Held until slots are free.
     deployment: Option<Box<Deployment>>,
     /// Sources written in the guest: no savepoints.
@@ -137,9 +140,36 @@ impl JobRecord {
         }
     }
 
+    fn add_trigger(&mut self, id: &str, stop: bool) {
+        self.triggers.push((
+            now_ms(),
+            SavepointStatus {
+                id: id.to_string(),
+                status: TriggerStatus::InProgress,
+                location: None,
+                failure: None,
+                stop,
+            },
+        ));
+        // Keep the recent ones (and every one still in progress).
+        let excess = self.triggers.len().saturating_sub(MAX_TRIGGERS);
+        let mut dropped = 0;
+        self.triggers.retain(|(_, t)| {
+            let drop = dropped < excess && t.status != TriggerStatus::InProgress;
+            dropped += usize::from(drop);
+            !drop
+        });
+    }
+
+    /// Settles the triggers in progress of one kind that were asked for before `before_ms`
+    /// (a savepoint answers only triggers asked for before it began).
     fn settle_triggers(&mut self, stop: bool, outcome: Result<&str, &str>) {
-        for t in &mut self.triggers {
-            if t.status == TriggerStatus::InProgress && t.stop == stop {
+        self.settle_triggers_before(stop, outcome, i64::MAX);
+    }
+
+    fn settle_triggers_before(&mut self, stop: bool, outcome: Result<&str, &str>, before_ms: i64) {
+        for (asked, t) in &mut self.triggers {
+            if t.status == TriggerStatus::InProgress && t.stop == stop && *asked <= before_ms {
                 match outcome {
                     Ok(location) => {
                         t.status = TriggerStatus::Completed;
@@ -206,6 +236,22 @@ impl JobManager {
             ..RuntimeConfig::default()
         })
         .map_err(|e| ClusterError::internal(e.to_string()))?;
+        // Tenants' files must stay out of weir's own directory (components, every tenant's
+        // checkpoints and savepoints) — except the single default tenant's, which owns it all.
+        let default_only = config.tenants.len() == 1 && config.tenants[0].name == "default";
+        for t in config.tenants.iter().filter(|_| !default_only) {
+            for p in &t.allowed_paths {
+                let p = paths::resolve(p).unwrap_or_else(|_| p.clone());
+                if p.starts_with(&data_dir) || data_dir.starts_with(&p) {
+                    return Err(ClusterError::bad_request(format!(
+                        "tenant '{}': allowed path '{}' overlaps the data directory '{}'",
+                        t.name,
+                        p.display(),
+                        data_dir.display()
+                    )));
+                }
+            }
+        }
         let components = ComponentStore::open(&data_dir.join("components"))?;
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let taskmanager =
@@ -258,6 +304,17 @@ impl JobManager {
         }
     }
 
+    /// The sandbox of a tenant's guest instances.
+    fn limits(&self, tenant: &TenantConfig) -> RuntimeConfig {
+        RuntimeConfig {
+            max_instance_memory: usize::try_from(tenant.max_instance_memory_bytes)
+                .unwrap_or(usize::MAX),
+            call_timeout: self.inner.config.server.call_timeout(),
+            max_call_output: self.inner.config.server.max_call_output_bytes,
+            ..RuntimeConfig::default()
+        }
+    }
+
     /// The largest upload `p` may make.
     pub fn max_component_bytes(&self, p: &Principal) -> u64 {
         match p {
@@ -279,9 +336,13 @@ impl JobManager {
         if bytes.len() as u64 > tenant.max_component_bytes {
             return Err(too_large(tenant));
         }
-        self.inner
-            .components
-            .add(&self.inner.runtime, &tenant.name, name, bytes)
+        self.inner.components.add(
+            &self.inner.runtime,
+            &tenant.name,
+            name,
+            bytes,
+            &self.limits(tenant),
+        )
     }
 
     /// Components `p` may see.
@@ -310,7 +371,19 @@ impl JobManager {
     /// Deletes a component; jobs running it go on.
     pub fn delete_component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
         let info = self.find_component(p, id)?;
-        self.inner.components.remove(&info.tenant, id)
+        let removed = self.inner.components.remove(&info.tenant, id)?;
+        // The compiled code goes too, unless another tenant stored the same bytes (running
+        // jobs keep theirs).
+        if !self
+            .inner
+            .components
+            .list(None)
+            .iter()
+            .any(|c| c.sha256 == removed.sha256)
+        {
+            self.inner.runtime.evict(&removed.sha256);
+        }
+        Ok(removed)
     }
 
     // ---- jobs -------------------------------------------------------------------------
@@ -331,6 +404,13 @@ impl JobManager {
                 )))
             }
         };
+        if tenant.max_state_bytes.is_some() && req.checkpoint_interval_ms.is_none() {
+            return Err(ClusterError::bad_request(format!(
+                "tenant '{}' has a max_state_bytes quota, measured at checkpoints: set \
+                 checkpoint_interval_ms",
+                tenant.name
+            )));
+        }
         if req.checkpoint_interval_ms.is_some_and(|ms| ms < 10) {
             return Err(ClusterError::bad_request(
                 "checkpoint_interval_ms must be at least 10",
@@ -345,13 +425,7 @@ impl JobManager {
             .inner
             .components
             .load(&self.inner.runtime, &tenant.name, &req.component)?
-            .with_limits(RuntimeConfig {
-                max_instance_memory: usize::try_from(tenant.max_instance_memory_bytes)
-                    .unwrap_or(usize::MAX),
-                call_timeout: self.inner.config.server.call_timeout(),
-                max_call_output: self.inner.config.server.max_call_output_bytes,
-                ..RuntimeConfig::default()
-            });
+            .with_limits(self.limits(&tenant));
         let args: Vec<(String, String)> = req.args.clone().into_iter().collect();
         let mut plan_args = args.clone();
         plan_args.push(("weir.attempt".into(), "0".into()));
@@ -385,8 +459,9 @@ impl JobManager {
         let from_savepoint = match &req.from_savepoint {
             Some(location) => {
                 let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
-                let mut allowed = vec![checkpoint_dir.clone(), savepoint_dir.clone()];
-                allowed.extend(tenant.allowed_paths.iter().cloned());
+                // Only snapshots weir wrote for this tenant: a hand-made `_metadata` could
+                // name files and transactions anywhere.
+                let allowed = [checkpoint_dir.clone(), savepoint_dir.clone()];
                 let resolved = paths::check_allowed(path, &allowed).map_err(|e| {
                     ClusterError::new(
                         ErrorKind::BadRequest,
@@ -644,13 +719,7 @@ impl JobManager {
         self.with_job(p, id, |j, _| {
             Self::check_snapshots(j)?;
             let trigger = random_hex(8);
-            j.triggers.push(SavepointStatus {
-                id: trigger.clone(),
-                status: TriggerStatus::InProgress,
-                location: None,
-                failure: None,
-                stop: false,
-            });
+            j.add_trigger(&trigger, false);
             self.inner
                 .taskmanager
                 .send(TaskManagerCommand::TriggerSavepoint {
@@ -666,13 +735,7 @@ impl JobManager {
             Self::check_snapshots(j)?;
             j.apply(Transition::Stop);
             let trigger = random_hex(8);
-            j.triggers.push(SavepointStatus {
-                id: trigger.clone(),
-                status: TriggerStatus::InProgress,
-                location: None,
-                failure: None,
-                stop: true,
-            });
+            j.add_trigger(&trigger, true);
             self.inner.taskmanager.send(TaskManagerCommand::Stop {
                 job: id.to_string(),
                 drain,
@@ -691,6 +754,7 @@ impl JobManager {
         self.with_job(p, id, |j, _| {
             j.triggers
                 .iter()
+                .map(|(_, t)| t)
                 .find(|t| t.id == trigger)
                 .cloned()
                 .ok_or_else(|| ClusterError::not_found("savepoint trigger", trigger))
@@ -844,7 +908,10 @@ impl JobManager {
                 c.history.insert(0, entry);
                 c.history.truncate(CHECKPOINT_HISTORY);
                 if s.savepoint {
-                    j.settle_triggers(false, Ok(&s.location));
+                    // Triggers asked for after this savepoint began wait for the next one
+                    // (the TaskManager takes another: the request is still pending there).
+                    let began = s.completed_ms - s.duration_ms as i64;
+                    j.settle_triggers_before(false, Ok(&s.location), began);
                 }
                 if let Some(max) = j.tenant.max_state_bytes {
                     if s.state_bytes > max && j.quota_failure.is_none() {
@@ -869,11 +936,15 @@ impl JobManager {
             }
             TaskManagerEventKind::Metrics { operators, at } => {
                 let elapsed = j.last_sample.map(|t| at.duration_since(t).as_secs_f64());
-                let previous = std::mem::take(&mut j.operators);
+                let previous: std::collections::HashMap<String, OperatorStatus> =
+                    std::mem::take(&mut j.operators)
+                        .into_iter()
+                        .map(|o| (o.uid.clone(), o))
+                        .collect();
                 j.operators = operators
                     .into_iter()
                     .map(|o| {
-                        let before = previous.iter().find(|p| p.uid == o.records.uid);
+                        let before = previous.get(&o.records.uid);
                         let rate = |now: u64, then: Option<u64>| match (elapsed, then) {
                             (Some(dt), Some(then)) if dt > 0.0 && now >= then => {
                                 (now - then) as f64 / dt
@@ -946,7 +1017,18 @@ impl JobManager {
                     }
                 }
                 // Checkpoints outlive only a failure (to resume from).
-                if matches!(j.state, JobState::Finished | JobState::Canceled) {
+                let ended_id = j.id.clone();
+                let delete = matches!(j.state, JobState::Finished | JobState::Canceled);
+                // ...unless a job not yet ended was started from one of them.
+                let in_use = jobs.by_id.values().any(|o| {
+                    !o.state.is_terminal()
+                        && o.request
+                            .from_savepoint
+                            .as_deref()
+                            .is_some_and(|f| f.contains(&format!("/checkpoints/{ended_id}/")))
+                });
+                let j = jobs.by_id.get_mut(&event.job).expect("present");
+                if delete && !in_use {
                     let dir = self
                         .inner
                         .data_dir

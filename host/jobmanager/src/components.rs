@@ -151,11 +151,20 @@ impl ComponentStore {
         tenant: &str,
         name: Option<String>,
         bytes: &[u8],
+        limits: &weir_runtime::RuntimeConfig,
     ) -> Result<(ComponentInfo, bool), ClusterError> {
         let component = runtime
             .load(bytes)
             .map_err(|e| ClusterError::invalid_component(e.to_string()))?;
         let sha256 = component.digest();
+        // Its plan runs in the tenant's sandbox; a component refused is not kept compiled.
+        let component = component.with_limits(limits.clone());
+        let refuse = |e: String| {
+            if self.list(None).iter().all(|c| c.sha256 != sha256) {
+                runtime.evict(&sha256);
+            }
+            ClusterError::invalid_component(e)
+        };
         let id = sha256[..16].to_string();
         if let Some(info) = self.get(tenant, &id) {
             return Ok((info, false));
@@ -166,7 +175,7 @@ impl ComponentStore {
             Err(e @ weir_runtime::GuestError::Plan(_)) => (None, Some(e.to_string())),
             Err(e @ weir_runtime::GuestError::InvalidPlan(_)) => (None, Some(e.to_string())),
             // It trapped, looped or ran out of memory asking for its plan.
-            Err(e) => return Err(ClusterError::invalid_component(e.to_string())),
+            Err(e) => return Err(refuse(e.to_string())),
         };
         let info = ComponentInfo {
             id: id.clone(),
@@ -248,7 +257,8 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, ClusterError> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A name of its own: two uploads of the same bytes may write at once.
+    let tmp = path.with_extension(format!("tmp-{}", crate::auth::random_hex(8)));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

@@ -29,6 +29,21 @@ pub struct JobMetrics<'a> {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// A label value as the text format needs it: names and uids come from guests, and a quote,
+/// backslash or newline must not end the value (the encoder writes values as they are).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 /// A metric family: name, help, and a value per label set.
 type Family<T> = (&'static str, &'static str, Vec<(Labels, T)>);
 
@@ -87,9 +102,9 @@ pub fn render<'a>(
     let now = now_ms();
     for j in jobs {
         let job: Labels = vec![
-            ("job_id".into(), j.id.into()),
-            ("job_name".into(), j.name.into()),
-            ("tenant".into(), j.tenant.into()),
+            ("job_id".into(), label(j.id)),
+            ("job_name".into(), label(j.name)),
+            ("tenant".into(), label(j.tenant)),
         ];
         for s in JobState::ALL {
             let mut l = job.clone();
@@ -105,7 +120,7 @@ pub fn render<'a>(
         }
         for o in j.operators {
             let mut l = job.clone();
-            l.push(("operator".into(), o.uid.clone()));
+            l.push(("operator".into(), label(&o.uid)));
             records_in.push((l.clone(), o.records_in));
             records_out.push((l.clone(), o.records_out));
             rate_in.push((l.clone(), o.records_in_per_second));
@@ -205,4 +220,42 @@ pub fn rss_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_names_cannot_break_or_forge_lines() {
+        let operators = [OperatorStatus {
+            uid: "op\"} 1\nweir_slots_used 0\n#".into(),
+            ..OperatorStatus::default()
+        }];
+        let checkpoints = CheckpointStats::default();
+        let text = render(
+            std::iter::once(JobMetrics {
+                id: "j1",
+                name: "evil\\\"name",
+                tenant: "acme",
+                state: JobState::Running,
+                restarts: 0,
+                operators: &operators,
+                checkpoints: &checkpoints,
+            }),
+            8,
+            2,
+        );
+        // One sample of weir_slots_used, the real one.
+        let used: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("weir_slots_used"))
+            .collect();
+        assert_eq!(used, ["weir_slots_used{} 2.0"], "{text}");
+        assert!(text.contains(r#"job_name="evil\\\"name""#), "{text}");
+        assert!(
+            text.contains(r#"operator="op\"} 1\nweir_slots_used 0\n#""#),
+            "{text}"
+        );
+    }
 }

@@ -181,15 +181,38 @@ fn serve(commands: Receiver<TaskManagerCommand>, events: Sender<TaskManagerEvent
                     .lock()
                     .expect("not poisoned")
                     .insert(d.job.clone(), controls);
-                let (events, running) = (events.clone(), running.clone());
+                let (events2, running2) = (events.clone(), running.clone());
+                let job = d.job.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("weir-job-{}", &d.job[..8.min(d.job.len())]))
                     .spawn(move || {
-                        run(&d, options, &events);
-                        running.lock().expect("not poisoned").remove(&d.job);
+                        // Whatever happens, the JobManager hears that the job ended (and
+                        // frees its slots).
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run(&d, options, &events2)
+                        }));
+                        if ran.is_err() {
+                            let _ = events2.send(TaskManagerEvent {
+                                job: d.job.clone(),
+                                kind: TaskManagerEventKind::Ended(JobOutcome::Failed(
+                                    "internal error in the TaskManager (see its log)".into(),
+                                )),
+                            });
+                        }
+                        running2
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&d.job);
                     });
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "cannot start a job thread");
+                    running.lock().expect("not poisoned").remove(&job);
+                    let _ = events.send(TaskManagerEvent {
+                        job,
+                        kind: TaskManagerEventKind::Ended(JobOutcome::Failed(format!(
+                            "cannot start the job's thread: {e}"
+                        ))),
+                    });
                 }
             }
             TaskManagerCommand::Cancel { job } => {
@@ -204,8 +227,9 @@ fn serve(commands: Receiver<TaskManagerCommand>, events: Sender<TaskManagerEvent
             }
             TaskManagerCommand::Stop { job, drain } => {
                 if let Some(c) = running.lock().expect("not poisoned").get(&job) {
+                    // `drain` is seen by whoever sees `stop`.
                     c.drain.store(drain, Ordering::Relaxed);
-                    c.stop.store(true, Ordering::Relaxed);
+                    c.stop.store(true, Ordering::Release);
                 }
             }
         }

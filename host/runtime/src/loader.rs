@@ -120,6 +120,15 @@ impl Runtime {
         &self.config
     }
 
+    /// Forgets the compiled component with this hex SHA-256 (instances open keep theirs).
+    pub fn evict(&self, sha256_hex: &str) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.retain(|digest, _| {
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            hex != sha256_hex
+        });
+    }
+
     /// Checks and compiles a component, or returns the cached one with the same digest.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<JobComponent>, LoadError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();

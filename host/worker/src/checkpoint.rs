@@ -488,7 +488,7 @@ impl Coordinator<'_> {
                 let parts: Vec<Part> = finished.iter().flatten().flatten().cloned().collect();
                 return self.finish(parts);
             }
-            if !stopping && self.stop.load(Ordering::Relaxed) {
+            if !stopping && self.stop.load(Ordering::Acquire) {
                 stopping = true;
                 let Some(barrier) = self.savepoint_barrier() else {
                     self.cancel.store(true, Ordering::Relaxed);

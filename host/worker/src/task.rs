@@ -324,21 +324,23 @@ impl Task {
             TaskInput::Source { mut reader, edges } => {
                 let r = self.run_source(reader.as_mut(), &edges);
                 self.input = TaskInput::Source { reader, edges };
-                r?;
+                self.publish_if_cancelled(r)?;
             }
             TaskInput::Gate(mut gate) => {
                 let r = self.run_gate(&mut gate);
                 self.input = TaskInput::Gate(gate);
-                r?;
+                self.publish_if_cancelled(r)?;
             }
             TaskInput::GuestSource => {
                 self.input = TaskInput::GuestSource;
-                self.run_guest_source()?;
+                let r = self.run_guest_source();
+                self.publish_if_cancelled(r)?;
             }
         }
         // Input that ended because the job was cancelled is not the end of the input: no
-        // final watermark, no sink commit.
+        // final watermark, no sink commit. (The counts so far still count.)
         if self.cancelled() {
+            let _ = self.publish_counters();
             return Err(TaskError::Cancelled);
         }
         self.finish()
@@ -911,6 +913,14 @@ impl Task {
         self.report_finished(parts);
         self.outputs.broadcast(|| Message::End)?;
         self.publish_counters()
+    }
+
+    /// A task cancelled (or stopped after a savepoint) still adds the counts it has.
+    fn publish_if_cancelled(&mut self, r: Result<(), TaskError>) -> Result<(), TaskError> {
+        if matches!(r, Err(TaskError::Cancelled)) {
+            let _ = self.publish_counters();
+        }
+        r
     }
 
     /// Publishes the counts about once a second, so that they can be watched live.
