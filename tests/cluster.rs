@@ -1077,3 +1077,28 @@ fn sigterm_stops_running_jobs_with_a_savepoint() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].join("_metadata").is_file());
 }
+
+#[test]
+fn cancelling_a_job_stuck_in_a_guest_call_is_prompt() {
+    // The default call deadline is 30 s; the cancel must not wait for it.
+    let c = Cluster::start("");
+    let faulty = c.upload(ACME, "faulty");
+    let job = c.submit(
+        ACME,
+        json!({"component": faulty, "args": {"mode": "loop", "at": "10"}}),
+    );
+    c.wait_state(&job, "RUNNING");
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    let (s, v) = c.call("POST", &format!("/v1/jobs/{job}/cancel"), Some(ACME), None);
+    assert_eq!(s, 202, "{v}");
+    let j = c.wait_job(&job, "ended", |j| {
+        j["state"] != "CANCELLING" && j["state"] != "RUNNING"
+    });
+    assert_eq!(j["state"], "CANCELED", "{j:#}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the cancel took {:?}",
+        asked.elapsed()
+    );
+}

@@ -168,6 +168,9 @@ impl GuestChain {
     }
 
     fn trap(&mut self, e: wasmtime::Error) -> GuestError {
+        if std::mem::take(&mut self.store.data_mut().interrupted) {
+            return GuestError::Interrupted;
+        }
         let (operator, message) = describe_trap(&mut self.store, &e, self.timeout, &self.label);
         GuestError::Trap { operator, message }
     }

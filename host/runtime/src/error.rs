@@ -65,6 +65,10 @@ pub enum GuestError {
     /// The plan is not runnable.
     #[error("invalid plan: {0}")]
     InvalidPlan(#[from] PlanError),
+    /// The call was interrupted because the job is stopping (cancelled, or another task
+    /// failed).
+    #[error("interrupted: the job is stopping")]
+    Interrupted,
     /// The guest returned a malformed frame.
     #[error("operator '{operator}': {error}")]
     Frame {

@@ -25,6 +25,10 @@ pub(crate) struct TaskData {
     pub call_started: std::time::Instant,
     /// Time the guest spent in calls that ran past the busy threshold, paused.
     pub throttled: std::time::Duration,
+    /// Set when the job stops: a call in progress is interrupted at the next epoch tick.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The last trap was such an interruption.
+    pub interrupted: bool,
 }
 
 impl TaskData {
@@ -54,6 +58,8 @@ impl TaskData {
             label,
             call_started: std::time::Instant::now(),
             throttled: std::time::Duration::ZERO,
+            interrupt: None,
+            interrupted: false,
         }
     }
 

@@ -224,6 +224,9 @@ pub struct ChainSpec<'a> {
     pub max_parallelism: u32,
     /// For logs.
     pub label: String,
+    /// When set, a call in progress stops at the next epoch tick with
+    /// [`GuestError::Interrupted`] (the job is stopping).
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl JobComponent {
@@ -270,6 +273,15 @@ impl JobComponent {
             self.config.epoch_tick,
         );
         store.epoch_deadline_callback(move |mut ctx| {
+            let stopping = ctx
+                .data()
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+            if stopping {
+                ctx.data_mut().interrupted = true;
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
             let elapsed = ctx.data().call_started.elapsed();
             if elapsed >= timeout {
                 return Err(wasmtime::Trap::Interrupt.into());
@@ -324,6 +336,7 @@ impl JobComponent {
         let seed = u64::from(spec.subtask) << 32 | u64::from(*spec.nodes.first().unwrap_or(&0));
         let mut store = self.store(spec.label.clone(), seed);
         store.data_mut().backend = spec.backend;
+        store.data_mut().interrupt = spec.interrupt;
         store.data_mut().max_parallelism = spec.max_parallelism;
         let operator = spec.label.clone();
         let timeout = self.config.call_timeout;

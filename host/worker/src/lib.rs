@@ -665,6 +665,7 @@ impl Attempt<'_> {
                         backend,
                         max_parallelism: max_p,
                         label: label.clone(),
+                        interrupt: Some(cancel.clone()),
                     })?)
                 };
                 let sink = match v.sink {
@@ -818,7 +819,9 @@ impl Attempt<'_> {
             });
             match outcome {
                 Ok(()) => {}
-                Err(TaskError::Cancelled) => cancelled = true,
+                Err(TaskError::Cancelled | TaskError::Guest(GuestError::Interrupted)) => {
+                    cancelled = true
+                }
                 Err(error) => {
                     tracing::info!(task = %label, %error, "task failed");
                     if failure.is_none() {
