@@ -342,7 +342,22 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
                     && o["records_in_per_second"].as_f64() > Some(0.0)
             })
         }) && !j["last_checkpoint"].is_null()
+            && j["guest_cpu_ms"].as_u64() > Some(0)
+            && j["guest_memory_bytes"].as_u64() > Some(0)
     });
+    let live = c
+        .http
+        .get(format!("{}/metrics", c.url))
+        .bearer_auth(ACME)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let lag = format!("weir_operator_watermark_lag_seconds{{job_id=\"{job}\"");
+    assert!(
+        live.contains(&lag),
+        "no watermark lag while running: {live}"
+    );
     let chk = c.get(&format!("/v1/jobs/{job}/checkpoints"), ACME);
     assert!(chk["completed"].as_u64() >= Some(1), "{chk}");
     assert!(chk["history"][0]["location"]
@@ -457,6 +472,13 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
         metrics.contains(&format!("weir_operator_records_in_total{{job_id=\"{job}\"")),
         "{metrics}"
     );
+    for family in [
+        "weir_tenant_guest_cpu_seconds{tenant=\"acme\"}",
+        "weir_job_guest_memory_bytes{",
+        "weir_operator_backpressure_ratio{",
+    ] {
+        assert!(metrics.contains(family), "no {family} in {metrics}");
+    }
     assert!(
         metrics.contains("weir_checkpoints_completed_total"),
         "{metrics}"

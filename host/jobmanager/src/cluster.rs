@@ -55,6 +55,8 @@ struct Jobs {
     /// Jobs waiting for slots, in submission order.
     waiting: VecDeque<String>,
     slots_used: u32,
+    /// Guest time per tenant since the server started (ended jobs included).
+    tenant_guest_time: BTreeMap<String, Duration>,
 }
 
 /// What the job master keeps of one job.
@@ -79,6 +81,9 @@ struct JobRecord {
     operators: Vec<OperatorStatus>,
     last_sample: Option<Instant>,
     savepoint: Option<String>,
+    /// Guest time of earlier attempts, and the current attempt's usage.
+    guest_time_before: Duration,
+    usage: weir_worker::JobUsage,
     /// With the time each was asked for.
     triggers: Vec<(i64, SavepointStatus)>,
     /// Held until slots are free.
@@ -137,7 +142,20 @@ impl JobRecord {
             operators: self.operators.clone(),
             last_checkpoint: self.checkpoints.latest.clone(),
             savepoint: self.savepoint.clone(),
+            guest_cpu_ms: self.guest_time().as_millis() as u64,
+            guest_memory_bytes: self.usage.guest_memory_bytes,
         }
+    }
+
+    fn guest_time(&self) -> Duration {
+        self.guest_time_before + self.usage.guest_time
+    }
+
+    /// A new attempt (or the end): the current attempt's guest time is kept, its memory
+    /// is gone.
+    fn close_attempt(&mut self) {
+        self.guest_time_before += self.usage.guest_time;
+        self.usage = weir_worker::JobUsage::default();
     }
 
     fn add_trigger(&mut self, id: &str, stop: bool) {
@@ -537,6 +555,8 @@ impl JobManager {
             operators: Vec::new(),
             last_sample: None,
             savepoint: None,
+            guest_time_before: Duration::ZERO,
+            usage: weir_worker::JobUsage::default(),
             triggers: Vec::new(),
             deployment: Some(Box::new(deployment)),
             guest_source: graph.nodes.iter().any(|n| n.kind == NodeKind::GuestSource),
@@ -850,6 +870,19 @@ impl JobManager {
     pub fn metrics(&self, p: &Principal) -> String {
         let jobs = self.jobs();
         let visible = jobs.by_id.values().filter(|j| p.may_see(&j.tenant.name));
+        let tenants = jobs
+            .tenant_guest_time
+            .iter()
+            .filter(|(t, _)| p.may_see(t))
+            .map(|(t, cpu)| {
+                let memory = jobs
+                    .by_id
+                    .values()
+                    .filter(|j| &j.tenant.name == t)
+                    .map(|j| j.usage.guest_memory_bytes)
+                    .sum();
+                (t.as_str(), *cpu, memory)
+            });
         crate::metrics::render(
             visible.map(|j| crate::metrics::JobMetrics {
                 id: &j.id,
@@ -859,7 +892,10 @@ impl JobManager {
                 restarts: j.restarts,
                 operators: &j.operators,
                 checkpoints: &j.checkpoints,
+                guest_time: j.guest_time(),
+                guest_memory_bytes: j.usage.guest_memory_bytes,
             }),
+            tenants,
             self.inner.config.server.slots,
             jobs.slots_used,
         )
@@ -887,6 +923,7 @@ impl JobManager {
                     o.records_out_per_second = 0.0;
                 });
                 j.last_sample = None;
+                j.close_attempt();
                 j.apply(Transition::TaskFailed);
             }
             TaskManagerEventKind::Snapshot(s) => {
@@ -934,7 +971,18 @@ impl JobManager {
                     j.settle_triggers(false, Err(&reason));
                 }
             }
-            TaskManagerEventKind::Metrics { operators, at } => {
+            TaskManagerEventKind::Metrics {
+                operators,
+                usage,
+                at,
+            } => {
+                let delta = usage.guest_time.saturating_sub(j.usage.guest_time);
+                *jobs
+                    .tenant_guest_time
+                    .entry(j.tenant.name.clone())
+                    .or_default() += delta;
+                let j = jobs.by_id.get_mut(&event.job).expect("present");
+                j.usage = usage;
                 let elapsed = j.last_sample.map(|t| at.duration_since(t).as_secs_f64());
                 let previous: std::collections::HashMap<String, OperatorStatus> =
                     std::mem::take(&mut j.operators)
@@ -960,6 +1008,16 @@ impl JobManager {
                                 o.records.records_out,
                                 before.map(|b| b.records_out),
                             ),
+                            backpressure: match (elapsed, before) {
+                                (Some(dt), Some(b)) if dt > 0.0 => {
+                                    let now = o.blocked.as_millis() as u64;
+                                    let ms = now.saturating_sub(b.blocked_ms) as f64;
+                                    let tasks = f64::from(o.records.parallelism.max(1));
+                                    (ms / (dt * 1e3 * tasks)).min(1.0)
+                                }
+                                _ => 0.0,
+                            },
+                            blocked_ms: o.blocked.as_millis() as u64,
                             uid: o.records.uid,
                             parallelism: o.records.parallelism,
                             records_in: o.records.records_in,
@@ -1049,6 +1107,7 @@ impl JobManager {
                 j.settle_triggers(true, Err(&reason));
                 j.end_ms = Some(now_ms());
                 j.last_sample = None;
+                j.close_attempt();
                 if j.holds_slots {
                     j.holds_slots = false;
                     jobs.slots_used -= j.slots;

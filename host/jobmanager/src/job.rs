@@ -204,6 +204,10 @@ pub struct JobDetails {
     pub last_checkpoint: Option<CheckpointEntry>,
     /// The savepoint it stopped with.
     pub savepoint: Option<String>,
+    /// Time its guests have spent running code, over all attempts, in ms.
+    pub guest_cpu_ms: u64,
+    /// Linear memory its guest instances hold now, in bytes.
+    pub guest_memory_bytes: u64,
 }
 
 /// A state and when the job entered it.
@@ -232,6 +236,11 @@ pub struct OperatorStatus {
     pub records_out_per_second: f64,
     /// The smallest input watermark over its subtasks (ms), once every subtask has one.
     pub watermark: Option<i64>,
+    /// Share of the last interval its subtasks spent blocked on full downstream channels
+    /// (0: never, 1: always); operators chained together share it.
+    pub backpressure: f64,
+    /// Time its subtasks have spent blocked in the current attempt, summed, in ms.
+    pub blocked_ms: u64,
 }
 
 /// `GET /v1/jobs/{id}/exceptions`.

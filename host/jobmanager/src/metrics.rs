@@ -26,6 +26,10 @@ pub struct JobMetrics<'a> {
     pub operators: &'a [OperatorStatus],
     /// Checkpoint figures.
     pub checkpoints: &'a CheckpointStats,
+    /// Time its guests ran code, all attempts.
+    pub guest_time: std::time::Duration,
+    /// Guest linear memory held now.
+    pub guest_memory_bytes: u64,
 }
 
 type Labels = Vec<(String, String)>;
@@ -85,6 +89,7 @@ impl Collector for Scrape {
 /// Renders the figures of `jobs` and of the cluster.
 pub fn render<'a>(
     jobs: impl Iterator<Item = JobMetrics<'a>>,
+    tenants: impl Iterator<Item = (&'a str, std::time::Duration, u64)>,
     slots_total: u32,
     slots_used: u32,
 ) -> String {
@@ -99,6 +104,16 @@ pub fn render<'a>(
     let mut chk_failed = Vec::new();
     let mut chk_duration = Vec::new();
     let mut chk_size = Vec::new();
+    let mut backpressure = Vec::new();
+    let mut job_cpu = Vec::new();
+    let mut job_memory = Vec::new();
+    let mut tenant_cpu = Vec::new();
+    let mut tenant_memory = Vec::new();
+    for (t, cpu, memory) in tenants {
+        let l: Labels = vec![("tenant".into(), label(t))];
+        tenant_cpu.push((l.clone(), cpu.as_secs_f64()));
+        tenant_memory.push((l, memory as f64));
+    }
     let now = now_ms();
     for j in jobs {
         let job: Labels = vec![
@@ -112,6 +127,8 @@ pub fn render<'a>(
             state.push((l, if s == j.state { 1.0 } else { 0.0 }));
         }
         restarts.push((job.clone(), u64::from(j.restarts)));
+        job_cpu.push((job.clone(), j.guest_time.as_secs_f64()));
+        job_memory.push((job.clone(), j.guest_memory_bytes as f64));
         chk_completed.push((job.clone(), j.checkpoints.completed));
         chk_failed.push((job.clone(), j.checkpoints.failed));
         if let Some(c) = &j.checkpoints.latest {
@@ -125,6 +142,7 @@ pub fn render<'a>(
             records_out.push((l.clone(), o.records_out));
             rate_in.push((l.clone(), o.records_in_per_second));
             rate_out.push((l.clone(), o.records_out_per_second));
+            backpressure.push((l.clone(), o.backpressure));
             if let Some(w) = o.watermark.filter(|_| !j.state.is_terminal()) {
                 lag.push((l, (now.saturating_sub(w)) as f64 / 1000.0));
             }
@@ -175,6 +193,31 @@ pub fn render<'a>(
                 lag,
             ),
             ("weir_job_state", "1 for the job's current state.", state),
+            (
+                "weir_operator_backpressure_ratio",
+                "Share of the last interval the operator's subtasks were blocked on full channels.",
+                backpressure,
+            ),
+            (
+                "weir_job_guest_cpu_seconds",
+                "Time the job's guests ran code, all attempts.",
+                job_cpu,
+            ),
+            (
+                "weir_job_guest_memory_bytes",
+                "Linear memory the job's guest instances hold.",
+                job_memory,
+            ),
+            (
+                "weir_tenant_guest_cpu_seconds",
+                "Time the tenant's guests ran code since the server started.",
+                tenant_cpu,
+            ),
+            (
+                "weir_tenant_guest_memory_bytes",
+                "Linear memory the tenant's running guest instances hold.",
+                tenant_memory,
+            ),
             (
                 "weir_checkpoint_last_duration_seconds",
                 "Duration of the latest completed checkpoint.",
@@ -242,7 +285,10 @@ mod tests {
                 restarts: 0,
                 operators: &operators,
                 checkpoints: &checkpoints,
+                guest_time: std::time::Duration::ZERO,
+                guest_memory_bytes: 0,
             }),
+            std::iter::empty(),
             8,
             2,
         );

@@ -104,6 +104,8 @@ pub enum TaskManagerEventKind {
     Metrics {
         /// Operators in topological order.
         operators: Vec<OperatorProgress>,
+        /// Guest time and memory of the current attempt.
+        usage: weir_worker::JobUsage,
         /// When sampled.
         at: Instant,
     },
@@ -322,6 +324,7 @@ fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>)
             if let Some(c) = &counters {
                 send(TaskManagerEventKind::Metrics {
                     operators: c.operators(),
+                    usage: c.usage(),
                     at: Instant::now(),
                 });
             }
@@ -348,6 +351,7 @@ fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>)
                 if let Some(c) = &counters {
                     send(TaskManagerEventKind::Metrics {
                         operators: c.operators(),
+                        usage: c.usage(),
                         at: Instant::now(),
                     });
                 }

@@ -50,6 +50,17 @@ pub struct GuestChain {
     label: String,
     timeout: Duration,
     max_output: usize,
+    /// Time spent running guest code (pauses of throttled calls not counted).
+    busy: Duration,
+}
+
+/// What a guest instance has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuestUsage {
+    /// Time spent running its code.
+    pub busy: Duration,
+    /// Linear memory it holds, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// Says what a trap means — the guest's panic message (and the operator that panicked), or
@@ -105,6 +116,15 @@ impl GuestChain {
             label,
             timeout,
             max_output,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Time in guest code and memory held so far.
+    pub fn usage(&self) -> GuestUsage {
+        GuestUsage {
+            busy: self.busy,
+            memory_bytes: self.store.data().limits.total as u64,
         }
     }
 
@@ -160,10 +180,14 @@ impl GuestChain {
         &mut self,
         f: impl FnOnce(&ChainExports<'_>, &mut Store<TaskData>, ResourceAny) -> wasmtime::Result<R>,
     ) -> Result<R, GuestError> {
-        self.store.data_mut().call_started = std::time::Instant::now();
+        let started = std::time::Instant::now();
+        let paused_before = self.store.data().throttled;
+        self.store.data_mut().call_started = started;
         self.store.set_epoch_deadline(1);
         let exports = self.instance.weir_stream_job().chain();
         let r = f(&exports, &mut self.store, self.chain);
+        let paused = self.store.data().throttled.saturating_sub(paused_before);
+        self.busy += started.elapsed().saturating_sub(paused);
         r.map_err(|e| self.trap(e))
     }
 

@@ -51,6 +51,7 @@ impl TaskData {
             limits: MemoryCap {
                 max: max_memory,
                 denied: None,
+                total: 0,
             },
             backend: None,
             max_parallelism: weir_core::DEFAULT_MAX_PARALLELISM,
@@ -99,12 +100,14 @@ impl TaskData {
 pub(crate) struct MemoryCap {
     pub max: usize,
     pub denied: Option<usize>,
+    /// Linear memory the instance holds now (all its memories).
+    pub total: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -112,6 +115,7 @@ impl ResourceLimiter for MemoryCap {
             self.denied = Some(desired);
             return Ok(false);
         }
+        self.total += desired.saturating_sub(current);
         Ok(true)
     }
 

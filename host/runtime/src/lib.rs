@@ -24,6 +24,6 @@ mod error;
 mod host;
 mod loader;
 
-pub use chain::{BatchResult, CallContext, GuestChain, PollResult};
+pub use chain::{BatchResult, CallContext, GuestChain, GuestUsage, PollResult};
 pub use error::{GuestError, LoadError};
 pub use loader::{ChainSpec, JobComponent, Runtime, RuntimeConfig, SUPPORTED_WIT};

@@ -88,18 +88,65 @@ pub struct OperatorProgress {
     /// The smallest input watermark over its subtasks (`None` until every subtask has one;
     /// sources, which make watermarks rather than receive them, have none).
     pub watermark: Option<i64>,
+    /// Time its chain's subtasks have spent blocked on full downstream channels, summed
+    /// (operators chained together share it).
+    pub blocked: Duration,
+}
+
+/// What a job's guest instances have used so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobUsage {
+    /// Time in guest code, over all its instances.
+    pub guest_time: Duration,
+    /// Guest linear memory held now, over all its instances.
+    pub guest_memory_bytes: u64,
 }
 
 impl LiveCounters {
     /// Every operator's counts so far, in topological order.
     pub fn operators(&self) -> Vec<OperatorProgress> {
         let watermarks = self.vertex_watermarks();
+        let blocked = self.per_vertex(&self.counters.blocked_nanos);
         operator_summaries(&self.graph, &self.plan, &self.counters)
             .into_iter()
             .map(|records| {
-                let n = self.graph.node_by_uid(&records.uid);
-                let watermark = n.and_then(|n| watermarks[self.plan.vertex_of[n]]);
-                OperatorProgress { records, watermark }
+                let v = self
+                    .graph
+                    .node_by_uid(&records.uid)
+                    .map(|n| self.plan.vertex_of[n]);
+                OperatorProgress {
+                    records,
+                    watermark: v.and_then(|v| watermarks[v]),
+                    blocked: Duration::from_nanos(v.map_or(0, |v| blocked[v])),
+                }
+            })
+            .collect()
+    }
+
+    /// Time in guest code and guest memory, over the whole attempt.
+    pub fn usage(&self) -> JobUsage {
+        let sum = |v: &[std::sync::atomic::AtomicU64]| {
+            v.iter().map(|a| a.load(Ordering::Relaxed)).sum::<u64>()
+        };
+        JobUsage {
+            guest_time: Duration::from_nanos(sum(&self.counters.guest_nanos)),
+            guest_memory_bytes: sum(&self.counters.guest_memory),
+        }
+    }
+
+    /// Per vertex, the sum of a per-task counter over its tasks.
+    fn per_vertex(&self, per_task: &[std::sync::atomic::AtomicU64]) -> Vec<u64> {
+        let mut task = 0;
+        self.plan
+            .vertices
+            .iter()
+            .map(|v| {
+                let range = task..task + v.parallelism as usize;
+                task = range.end;
+                range
+                    .filter_map(|t| per_task.get(t))
+                    .map(|a| a.load(Ordering::Relaxed))
+                    .sum()
             })
             .collect()
     }

@@ -65,6 +65,22 @@ pub struct Outputs {
     /// Records sent on each edge (sink writes and exchange sends).
     edge_counts: Vec<u64>,
     batch_records: usize,
+    /// Time spent waiting for room in full downstream channels (backpressure).
+    blocked: Duration,
+}
+
+/// Sends on a bounded channel, adding the time it waits for room to `blocked`.
+fn send_timed(tx: &Sender<Message>, m: Message, blocked: &mut Duration) -> Result<(), TaskError> {
+    match tx.try_send(m) {
+        Ok(()) => Ok(()),
+        Err(crossbeam_channel::TrySendError::Full(m)) => {
+            let waiting = std::time::Instant::now();
+            let r = tx.send(m).map_err(|_| TaskError::Cancelled);
+            *blocked += waiting.elapsed();
+            r
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(TaskError::Cancelled),
+    }
 }
 
 impl Outputs {
@@ -98,6 +114,7 @@ impl Outputs {
             sink,
             edge_counts: vec![0; edge_count],
             batch_records: 1024,
+            blocked: Duration::ZERO,
         }
     }
 
@@ -160,9 +177,7 @@ impl Outputs {
                     d.buffers[t].push(r);
                     if full(&d.buffers[t], self.batch_records) {
                         let b = std::mem::take(&mut d.buffers[t]);
-                        d.senders[t]
-                            .send(Message::Batch(b))
-                            .map_err(|_| TaskError::Cancelled)?;
+                        send_timed(&d.senders[t], Message::Batch(b), &mut self.blocked)?;
                     }
                 }
             }
@@ -176,15 +191,18 @@ impl Outputs {
         std::mem::replace(&mut self.edge_counts, vec![0; n])
     }
 
+    /// Time spent blocked on full downstream channels so far.
+    pub fn blocked(&self) -> Duration {
+        self.blocked
+    }
+
     /// Sends every buffered record.
     pub fn flush(&mut self) -> Result<(), TaskError> {
         for d in &mut self.downstream {
             for (t, b) in d.buffers.iter_mut().enumerate() {
                 if !b.is_empty() {
                     let b = std::mem::take(b);
-                    d.senders[t]
-                        .send(Message::Batch(b))
-                        .map_err(|_| TaskError::Cancelled)?;
+                    send_timed(&d.senders[t], Message::Batch(b), &mut self.blocked)?;
                 }
             }
         }
@@ -196,7 +214,7 @@ impl Outputs {
         self.flush()?;
         for d in &self.downstream {
             for s in &d.senders {
-                s.send(make()).map_err(|_| TaskError::Cancelled)?;
+                send_timed(s, make(), &mut self.blocked)?;
             }
         }
         Ok(())

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 pub use checkpoint::{CheckpointConfig, CheckpointMode, RestartStrategy, Restore};
 use checkpoint::{Control, Coordinator, Outcome, Report, TaskLink};
 use connectors::ConnectorError;
-pub use events::{JobEvent, LiveCounters, OperatorProgress, SnapshotStats};
+pub use events::{JobEvent, JobUsage, LiveCounters, OperatorProgress, SnapshotStats};
 use exchange::{Downstream, InputGate, Outputs};
 use plan::{ExecutionPlan, Route};
 use task::{JobCounters, Task, TaskInput, TaskLinks};

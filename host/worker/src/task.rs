@@ -129,6 +129,12 @@ pub struct JobCounters {
     pub edges: Vec<AtomicU64>,
     /// Each task's input watermark (`i64::MIN` before the first), by task index.
     pub watermarks: Vec<AtomicI64>,
+    /// Each task's time blocked on full downstream channels, ns, by task index.
+    pub blocked_nanos: Vec<AtomicU64>,
+    /// Each task's time in guest code, ns, by task index.
+    pub guest_nanos: Vec<AtomicU64>,
+    /// Each task's guest linear memory, bytes, by task index.
+    pub guest_memory: Vec<AtomicU64>,
 }
 
 impl JobCounters {
@@ -138,6 +144,9 @@ impl JobCounters {
             node_in: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             edges: (0..edges).map(|_| AtomicU64::new(0)).collect(),
             watermarks: (0..tasks).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            blocked_nanos: (0..tasks).map(|_| AtomicU64::new(0)).collect(),
+            guest_nanos: (0..tasks).map(|_| AtomicU64::new(0)).collect(),
+            guest_memory: (0..tasks).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -934,6 +943,19 @@ impl Task {
     /// Adds this subtask's counts since the last call to the job's.
     fn publish_counters(&mut self) -> Result<(), TaskError> {
         self.last_publish = Instant::now();
+        let t = self.links.index;
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(c) = self.counters.blocked_nanos.get(t) {
+            c.store(nanos(self.outputs.blocked()), Ordering::Relaxed);
+        }
+        if let Some(usage) = self.guest.as_ref().map(|g| g.usage()) {
+            if let Some(c) = self.counters.guest_nanos.get(t) {
+                c.store(nanos(usage.busy), Ordering::Relaxed);
+            }
+            if let Some(c) = self.counters.guest_memory.get(t) {
+                c.store(usage.memory_bytes, Ordering::Relaxed);
+            }
+        }
         if let Some(guest) = self.guest.as_mut() {
             let counts = guest.metrics()?;
             for (i, (&node, &n)) in self.vertex.guest.iter().zip(&counts).enumerate() {
