@@ -19,14 +19,6 @@ const GLOBEX: &str = "globex-token";
 const ADMIN: &str = "admin-token";
 const INITECH: &str = "initech-token";
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A running `weir serve`, stopped when dropped.
 struct Cluster {
     child: Child,
@@ -80,10 +72,10 @@ max_component_bytes = 1000
 allowed_paths = ["{globex_dir}"]
 "#,
                 data = dir.path().join("data").display(),
-                admin = sha256_hex(ADMIN),
-                acme = sha256_hex(ACME),
-                globex = sha256_hex(GLOBEX),
-                initech = sha256_hex(INITECH),
+                admin = common::sha256_hex(ADMIN),
+                acme = common::sha256_hex(ACME),
+                globex = common::sha256_hex(GLOBEX),
+                initech = common::sha256_hex(INITECH),
                 initech_dir = dir.path().join("initech").display(),
                 acme_dir = acme_dir.display(),
                 globex_dir = dir.path().join("globex").display(),
@@ -142,6 +134,14 @@ allowed_paths = ["{globex_dir}"]
         let v = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{method} {path} answered {status} with non-JSON: {text}"));
         (status, v)
+    }
+
+    fn metrics(&self, token: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(token);
+        r.send().unwrap().text().unwrap()
     }
 
     fn get(&self, path: &str, token: &str) -> Value {
@@ -345,14 +345,7 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
             && j["guest_cpu_ms"].as_u64() > Some(0)
             && j["guest_memory_bytes"].as_u64() > Some(0)
     });
-    let live = c
-        .http
-        .get(format!("{}/metrics", c.url))
-        .bearer_auth(ACME)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let live = c.metrics(ACME);
     let lag = format!("weir_operator_watermark_lag_seconds{{job_id=\"{job}\"");
     assert!(
         live.contains(&lag),
@@ -460,14 +453,7 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
     let listed = c.cli(ACME, &["list"]);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(text.contains(&slow) && text.contains("CANCELED"), "{text}");
-    let metrics = c
-        .http
-        .get(format!("{}/metrics", c.url))
-        .bearer_auth(ACME)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = c.metrics(ACME);
     assert!(
         metrics.contains(&format!("weir_operator_records_in_total{{job_id=\"{job}\"")),
         "{metrics}"
@@ -551,14 +537,7 @@ fn tenants_see_only_their_own() {
         0
     );
     assert_eq!(c.get("/v1/overview", GLOBEX)["tenants"], json!(["globex"]));
-    let metrics = c
-        .http
-        .get(format!("{}/metrics", c.url))
-        .bearer_auth(GLOBEX)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = c.metrics(GLOBEX);
     assert!(
         !metrics.contains(&job),
         "another tenant's job in the metrics"

@@ -125,3 +125,12 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Lowercase hex SHA-256 of a token, as `weir.toml` stores it.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

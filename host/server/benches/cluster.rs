@@ -23,14 +23,6 @@ use serde_json::{json, Value};
 const TENANT: &str = "bench-token";
 const HOSTILE: &str = "hostile-token";
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 struct Server {
     child: Child,
     url: String,
@@ -52,8 +44,8 @@ impl Server {
                  [[tenants]]\nname = \"mallory\"\ntoken_sha256 = \"{}\"\nmax_jobs = 10\n\
                  max_slots = 10\nmax_instance_memory_bytes = 67108864\n",
                 dir.path().join("data").display(),
-                sha256_hex(TENANT),
-                sha256_hex(HOSTILE)
+                common::sha256_hex(TENANT),
+                common::sha256_hex(HOSTILE)
             ),
         )
         .unwrap();

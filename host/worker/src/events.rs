@@ -134,16 +134,21 @@ impl LiveCounters {
         }
     }
 
+    /// Per vertex, the range of its task indices (tasks are numbered vertex by vertex).
+    fn vertex_tasks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let mut task = 0;
+        self.plan.vertices.iter().map(move |v| {
+            let range = task..task + v.parallelism as usize;
+            task = range.end;
+            range
+        })
+    }
+
     /// Per vertex, the sum of a per-task counter over its tasks.
     fn per_vertex(&self, per_task: &[std::sync::atomic::AtomicU64]) -> Vec<u64> {
-        let mut task = 0;
-        self.plan
-            .vertices
-            .iter()
-            .map(|v| {
-                let range = task..task + v.parallelism as usize;
-                task = range.end;
-                range
+        self.vertex_tasks()
+            .map(|tasks| {
+                tasks
                     .filter_map(|t| per_task.get(t))
                     .map(|a| a.load(Ordering::Relaxed))
                     .sum()
@@ -153,14 +158,9 @@ impl LiveCounters {
 
     /// Per vertex, the minimum of its tasks' input watermarks.
     fn vertex_watermarks(&self) -> Vec<Option<i64>> {
-        let mut task = 0;
-        self.plan
-            .vertices
-            .iter()
-            .map(|v| {
-                let range = task..task + v.parallelism as usize;
-                task = range.end;
-                let w = range
+        self.vertex_tasks()
+            .map(|tasks| {
+                let w = tasks
                     .filter_map(|t| self.counters.watermarks.get(t))
                     .map(|w| w.load(Ordering::Relaxed))
                     .min()?;
