@@ -11,6 +11,11 @@ cargo fmt --all -- --check
 (cd guest-examples && cargo fmt --all -- --check)
 (cd tests/guests && cargo fmt --all -- --check)
 
+if command -v node >/dev/null 2>&1; then
+    echo "== web UI: node --check"
+    node --check web-ui/app.js
+fi
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 for guests in guest-examples tests/guests; do

@@ -31,6 +31,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(extra_server: &str) -> Cluster {
+        Self::start_logging(extra_server, "error", None)
+    }
+
+    /// With the server's log at `level`, written to `log` (else to this test's stderr).
+    fn start_logging(extra_server: &str, level: &str, log: Option<&Path>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let acme_dir = dir.path().join("acme");
         std::fs::create_dir_all(&acme_dir).unwrap();
@@ -85,9 +90,12 @@ allowed_paths = ["{globex_dir}"]
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["serve", "--config"])
             .arg(&config)
-            .env("WEIR_LOG", "error")
+            .env("WEIR_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("cannot start weir serve");
         let mut first = String::new();
@@ -1102,4 +1110,27 @@ fn cancelling_a_job_stuck_in_a_guest_call_is_prompt() {
         "the cancel took {:?}",
         asked.elapsed()
     );
+}
+
+#[test]
+fn tokens_never_reach_the_log() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("serve.log");
+    let c = Cluster::start_logging("", "trace", Some(&log));
+    let id = c.upload(ACME, "durable");
+    let job = c.submit(ACME, durable_job(&id, &c.acme_dir.join("out"), 2_000, 0));
+    c.wait_state(&job, "FINISHED");
+    c.call("GET", "/v1/jobs", Some("a-wrong-token-xyz"), None);
+    c.call("GET", "/v1/overview", Some(ADMIN), None);
+    c.call("GET", &format!("/v1/jobs/{job}"), Some(GLOBEX), None);
+    drop(c);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&job),
+        "the log says nothing about the job: {text}"
+    );
+    assert!(text.contains("tenant"), "the log names no tenant");
+    for token in [ACME, GLOBEX, ADMIN, "a-wrong-token-xyz"] {
+        assert!(!text.contains(token), "token '{token}' in the log");
+    }
 }
