@@ -21,7 +21,7 @@ use crate::taskmanager::{
     Deployment, JobOutcome, TaskManager, TaskManagerCommand, TaskManagerEvent, TaskManagerEventKind,
 };
 
-/// Ended jobs kept for `GET /v1/jobs` (the oldest are forgotten first).
+/// Ended jobs kept per tenant for `GET /v1/jobs` (the oldest are forgotten first).
 const MAX_ENDED_JOBS: usize = 1000;
 /// Completed checkpoints kept per job in its history.
 const CHECKPOINT_HISTORY: usize = 20;
@@ -57,6 +57,27 @@ struct Jobs {
     slots_used: u32,
     /// Guest time per tenant since the server started (ended jobs included).
     tenant_guest_time: BTreeMap<String, Duration>,
+}
+
+impl Jobs {
+    /// Notes that a job ended; forgets the tenant's oldest ended job beyond
+    /// [`MAX_ENDED_JOBS`] (one tenant's churn does not erase another's history).
+    fn remember_ended(&mut self, id: &str) {
+        let Some(tenant) = self.by_id.get(id).map(|j| j.tenant.name.clone()) else {
+            return;
+        };
+        self.ended.push_back(id.to_string());
+        let of_tenant =
+            |jobs: &Jobs, e: &String| jobs.by_id.get(e).is_some_and(|j| j.tenant.name == tenant);
+        let count = self.ended.iter().filter(|e| of_tenant(self, e)).count();
+        if count > MAX_ENDED_JOBS {
+            if let Some(pos) = self.ended.iter().position(|e| of_tenant(self, e)) {
+                if let Some(old) = self.ended.remove(pos) {
+                    self.by_id.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// What the job master keeps of one job.
@@ -709,7 +730,7 @@ impl JobManager {
                 j.end_ms = Some(now_ms());
                 j.settle_triggers(false, Err("the job was cancelled"));
                 j.settle_triggers(true, Err("the job was cancelled"));
-                jobs.ended.push_back(id.to_string());
+                jobs.remember_ended(id);
             } else {
                 self.inner.taskmanager.send(TaskManagerCommand::Cancel {
                     job: id.to_string(),
@@ -1112,12 +1133,7 @@ impl JobManager {
                     j.holds_slots = false;
                     jobs.slots_used -= j.slots;
                 }
-                jobs.ended.push_back(event.job.clone());
-                while jobs.ended.len() > MAX_ENDED_JOBS {
-                    if let Some(old) = jobs.ended.pop_front() {
-                        jobs.by_id.remove(&old);
-                    }
-                }
+                jobs.remember_ended(&event.job);
                 self.schedule(jobs);
             }
         }
