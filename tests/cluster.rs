@@ -1134,3 +1134,39 @@ fn tokens_never_reach_the_log() {
         assert!(!text.contains(token), "token '{token}' in the log");
     }
 }
+
+#[test]
+fn a_path_swapped_for_a_symlink_after_submission_is_refused_at_start() {
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    // Fill the tenant's slots, then queue a job writing under a real directory.
+    let mut big = durable_job(&id, &c.acme_dir.join("big"), 1_000_000, 100);
+    big["parallelism"] = json!(6);
+    let big = c.submit(ACME, big);
+    c.wait_state(&big, "RUNNING");
+    let swap = c.acme_dir.join("swap");
+    std::fs::create_dir_all(&swap).unwrap();
+    let mut queued = durable_job(&id, &swap.join("out"), 10, 0);
+    queued["wait"] = json!(true);
+    let queued = c.submit(ACME, queued);
+    // While it waits, the directory becomes a link into another tenant's files.
+    std::fs::remove_dir(&swap).unwrap();
+    std::os::unix::fs::symlink(c.dir.path().join("globex"), &swap).unwrap();
+    c.call("POST", &format!("/v1/jobs/{big}/cancel"), Some(ACME), None);
+    let j = c.wait_job(&queued, "ended", |j| {
+        j["state"] == "FAILED" || j["state"] == "FINISHED"
+    });
+    assert_eq!(j["state"], "FAILED", "{j:#}");
+    let failure = j["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("outside the tenant's allowed paths"),
+        "{failure}"
+    );
+    assert!(
+        std::fs::read_dir(c.dir.path().join("globex"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "something was written into another tenant's directory"
+    );
+}

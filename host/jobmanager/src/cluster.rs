@@ -16,10 +16,10 @@ use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary};
 use crate::config::{ClusterConfig, TenantConfig};
 use crate::error::{ClusterError, ErrorKind};
 use crate::job::*;
-use crate::paths;
 use crate::taskmanager::{
     Deployment, JobOutcome, TaskManager, TaskManagerCommand, TaskManagerEvent, TaskManagerEventKind,
 };
+use weir_worker::paths;
 
 /// Ended jobs kept per tenant for `GET /v1/jobs` (the oldest are forgotten first).
 const MAX_ENDED_JOBS: usize = 1000;
@@ -551,6 +551,7 @@ impl JobManager {
             allow_non_restored_state: req.allow_non_restored_state,
             rocksdb_dir: rocksdb.then(|| self.inner.data_dir.join("tmp").join(&id)),
             restart_attempts,
+            allowed_paths: tenant.allowed_paths.clone(),
         };
         let now = now_ms();
         let mut record = JobRecord {

@@ -24,7 +24,6 @@ pub mod config;
 mod error;
 pub mod job;
 pub mod metrics;
-pub mod paths;
 pub mod taskmanager;
 
 pub use auth::Principal;

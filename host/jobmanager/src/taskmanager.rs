@@ -42,6 +42,8 @@ pub struct Deployment {
     pub rocksdb_dir: Option<std::path::PathBuf>,
     /// Restarts allowed after task failures.
     pub restart_attempts: u32,
+    /// The tenant's directories for file connectors.
+    pub allowed_paths: Vec<std::path::PathBuf>,
 }
 
 /// JobManager → TaskManager.
@@ -256,6 +258,7 @@ fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
     o.savepoint_dir = Some(open(&d.savepoint_dir)?);
     o.from_savepoint = d.from_savepoint.as_deref().map(open).transpose()?;
     o.allow_non_restored_state = d.allow_non_restored_state;
+    o.allowed_paths = Some(Arc::new(d.allowed_paths.clone()));
     o.state_backend = match &d.rocksdb_dir {
         Some(dir) => StateBackendKind::RocksDb(dir.clone()),
         None => StateBackendKind::Memory,

@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod connectors;
 pub mod events;
 pub mod exchange;
+pub mod paths;
 pub mod plan;
 mod task;
 
@@ -147,6 +148,9 @@ pub struct JobOptions {
     pub state_backend: StateBackendKind,
     /// Told what happens while the job runs (attempts, restarts, snapshots).
     pub events: Option<crossbeam_channel::Sender<JobEvent>>,
+    /// When set, file connectors may only use paths under these directories (checked with
+    /// symlinks and `..` resolved, again at every start of the job's tasks).
+    pub allowed_paths: Option<Arc<Vec<std::path::PathBuf>>>,
 }
 
 /// Where keyed state lives; the guest cannot tell.
@@ -195,6 +199,7 @@ impl JobOptions {
             drain: Arc::new(AtomicBool::new(false)),
             state_backend: StateBackendKind::Memory,
             events: None,
+            allowed_paths: None,
         }
     }
 
@@ -448,6 +453,19 @@ impl Attempt<'_> {
         let mut args = options.args.clone();
         args.push(("weir.attempt".into(), self.number.to_string()));
         let args = &args;
+        // A tenant's files stay in its directories: checked again now, as the connectors
+        // are about to open them (a directory may have become a symlink since submission).
+        if let Some(allowed) = &options.allowed_paths {
+            for n in &graph.nodes {
+                if let NodeKind::Source(c) | NodeKind::Sink(c) = &n.kind {
+                    if let Some(path) = c.get("path") {
+                        paths::check_allowed(std::path::Path::new(path), allowed).map_err(|e| {
+                            JobError::Unsupported(format!("{} '{}': {e}", c.name, n.uid))
+                        })?;
+                    }
+                }
+            }
+        }
         // Transactions of the restored snapshot are committed (again: idempotent); whatever
         // else sinks had in progress is rolled back.
         if let Some(r) = self.restore {
