@@ -1170,3 +1170,42 @@ fn a_path_swapped_for_a_symlink_after_submission_is_refused_at_start() {
         "something was written into another tenant's directory"
     );
 }
+
+#[test]
+fn a_stop_whose_savepoint_fails_leaves_the_job_running() {
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let job = c.submit(
+        ACME,
+        durable_job(&id, &c.acme_dir.join("out"), 1_000_000, 500),
+    );
+    c.wait_state(&job, "RUNNING");
+    // The savepoint directory cannot be written: a file stands in its place.
+    let savepoints = c.dir.path().join("data/tenants/acme/savepoints");
+    std::fs::remove_dir_all(&savepoints).unwrap();
+    std::fs::write(&savepoints, b"not a directory").unwrap();
+    let (s, t) = c.call("POST", &format!("/v1/jobs/{job}/stop"), Some(ACME), None);
+    assert_eq!(s, 202, "{t}");
+    let status = c.wait_trigger(&job, t["trigger_id"].as_str().unwrap());
+    assert_eq!(status["status"], "FAILED", "{status}");
+    let j = c.wait_state(&job, "RUNNING");
+    let states: Vec<&str> = j["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["CREATED", "SCHEDULED", "RUNNING", "FINISHING", "RUNNING"]
+    );
+    assert_eq!(j["restarts"], 0);
+    // With the directory back, the stop succeeds.
+    std::fs::remove_file(&savepoints).unwrap();
+    std::fs::create_dir_all(&savepoints).unwrap();
+    let (s, t) = c.call("POST", &format!("/v1/jobs/{job}/stop"), Some(ACME), None);
+    assert_eq!(s, 202, "{t}");
+    let status = c.wait_trigger(&job, t["trigger_id"].as_str().unwrap());
+    assert_eq!(status["status"], "COMPLETED", "{status}");
+    c.wait_state(&job, "FINISHED");
+}

@@ -987,9 +987,17 @@ impl JobManager {
                     }
                 }
             }
-            TaskManagerEventKind::SnapshotFailed { savepoint, reason } => {
+            TaskManagerEventKind::SnapshotFailed {
+                savepoint,
+                stop,
+                reason,
+            } => {
                 j.checkpoints.failed += 1;
-                if savepoint {
+                if stop {
+                    // The job goes on, as before the stop was asked for.
+                    j.settle_triggers(true, Err(&reason));
+                    j.apply(Transition::StopFailed);
+                } else if savepoint {
                     j.settle_triggers(false, Err(&reason));
                 }
             }

@@ -82,6 +82,7 @@ impl JobState {
             (Scheduled | Running, Transition::TaskFailed) => Restarting,
             (Finishing | Cancelling, Transition::TaskFailed) => self,
             (Running | Restarting | Scheduled, Transition::Stop) => Finishing,
+            (Finishing, Transition::StopFailed) => Running,
             (Cancelling, Transition::Cancel) => return None,
             (_, Transition::Cancel) => Cancelling,
             (_, Transition::Finished) => Finished,
@@ -104,6 +105,8 @@ pub enum Transition {
     TaskFailed,
     /// Stop with a savepoint.
     Stop,
+    /// The savepoint to stop with failed: the job goes on.
+    StopFailed,
     /// Cancel.
     Cancel,
     /// The tasks ended normally (input consumed or stopped with a savepoint).

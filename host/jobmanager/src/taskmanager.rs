@@ -99,6 +99,8 @@ pub enum TaskManagerEventKind {
     SnapshotFailed {
         /// A savepoint.
         savepoint: bool,
+        /// The savepoint to stop with (the job goes on running).
+        stop: bool,
         /// Why.
         reason: String,
     },
@@ -248,6 +250,7 @@ fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
     o.stop = c.stop.clone();
     o.savepoint_now = c.savepoint_now.clone();
     o.drain = c.drain.clone();
+    o.keep_running_if_stop_fails = true;
     o.job_id = Some(d.job.clone());
     o.checkpoints = CheckpointConfig {
         storage: Some(open(&d.checkpoint_dir)?),
@@ -347,8 +350,15 @@ fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>)
             }
             Ok(JobEvent::Snapshot(s)) => send(TaskManagerEventKind::Snapshot(s)),
             Ok(JobEvent::SnapshotFailed {
-                savepoint, reason, ..
-            }) => send(TaskManagerEventKind::SnapshotFailed { savepoint, reason }),
+                savepoint,
+                stop,
+                reason,
+                ..
+            }) => send(TaskManagerEventKind::SnapshotFailed {
+                savepoint,
+                stop,
+                reason,
+            }),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 if let Some(c) = &counters {

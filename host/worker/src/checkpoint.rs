@@ -458,6 +458,8 @@ pub(crate) struct Coordinator<'a> {
     pub savepoint_now: Arc<AtomicBool>,
     pub savepoints: Option<Sender<String>>,
     pub events: Option<Sender<crate::JobEvent>>,
+    /// A stop whose savepoint fails leaves the job running (instead of failing the attempt).
+    pub keep_running_if_stop_fails: bool,
     pub drain: Arc<AtomicBool>,
     pub savepoint_dir: Option<Storage>,
     pub control: Arc<Control>,
@@ -534,6 +536,13 @@ impl Coordinator<'_> {
                     let id = p.barrier.id;
                     tracing::warn!(checkpoint = id, "checkpoint expired");
                     self.emit_failure(p, format!("expired after {:?}", self.config.timeout));
+                    if p.stop && self.keep_running_if_stop_fails {
+                        pending = None;
+                        stopping = false;
+                        self.stop.store(false, Ordering::Release);
+                        last_end = Instant::now();
+                        continue;
+                    }
                     if p.stop {
                         return Err(JobError::Checkpoint(format!(
                             "the savepoint to stop with ({id}) expired after {:?}",
@@ -579,6 +588,13 @@ impl Coordinator<'_> {
                             self.emit_failure(p, reason.clone());
                         }
                         if pending.as_ref().is_some_and(|p| p.stop) {
+                            if self.keep_running_if_stop_fails {
+                                pending = None;
+                                stopping = false;
+                                self.stop.store(false, Ordering::Release);
+                                last_end = Instant::now();
+                                continue;
+                            }
                             return Err(JobError::Checkpoint(format!(
                                 "the savepoint to stop with failed: {reason}"
                             )));
@@ -631,8 +647,15 @@ impl Coordinator<'_> {
                         self.emit(crate::JobEvent::SnapshotFailed {
                             id,
                             savepoint: p.barrier.savepoint,
+                            stop,
                             reason: e.to_string(),
                         });
+                        if stop && self.keep_running_if_stop_fails {
+                            stopping = false;
+                            self.stop.store(false, Ordering::Release);
+                            last_end = Instant::now();
+                            continue;
+                        }
                         failures += 1;
                         if stop || failures > self.config.tolerable_failures {
                             return Err(e);
@@ -654,6 +677,7 @@ impl Coordinator<'_> {
         self.emit(crate::JobEvent::SnapshotFailed {
             id: p.barrier.id,
             savepoint: p.barrier.savepoint,
+            stop: p.stop,
             reason,
         });
     }

@@ -42,6 +42,8 @@ pub enum JobEvent {
         id: u64,
         /// A savepoint, not a checkpoint.
         savepoint: bool,
+        /// The savepoint to stop with.
+        stop: bool,
         /// Why.
         reason: String,
     },

@@ -148,6 +148,9 @@ pub struct JobOptions {
     pub state_backend: StateBackendKind,
     /// Told what happens while the job runs (attempts, restarts, snapshots).
     pub events: Option<crossbeam_channel::Sender<JobEvent>>,
+    /// A stop whose savepoint fails leaves the job running, as Flink does (otherwise the
+    /// attempt fails, and a restart stops it again).
+    pub keep_running_if_stop_fails: bool,
     /// When set, file connectors may only use paths under these directories (checked with
     /// symlinks and `..` resolved, again at every start of the job's tasks).
     pub allowed_paths: Option<Arc<Vec<std::path::PathBuf>>>,
@@ -199,6 +202,7 @@ impl JobOptions {
             drain: Arc::new(AtomicBool::new(false)),
             state_backend: StateBackendKind::Memory,
             events: None,
+            keep_running_if_stop_fails: false,
             allowed_paths: None,
         }
     }
@@ -808,6 +812,7 @@ impl Attempt<'_> {
             savepoint_now: options.savepoint_now.clone(),
             savepoints: options.savepoints.clone(),
             events: options.events.clone(),
+            keep_running_if_stop_fails: options.keep_running_if_stop_fails,
             drain: options.drain.clone(),
             savepoint_dir,
             control,
