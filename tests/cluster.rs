@@ -353,8 +353,13 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
             && j["guest_cpu_ms"].as_u64() > Some(0)
             && j["guest_memory_bytes"].as_u64() > Some(0)
     });
-    let live = c.metrics(ACME);
     let lag = format!("weir_operator_watermark_lag_seconds{{job_id=\"{job}\"");
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut live = c.metrics(ACME);
+    while !live.contains(&lag) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        live = c.metrics(ACME);
+    }
     assert!(
         live.contains(&lag),
         "no watermark lag while running: {live}"

@@ -62,13 +62,12 @@ struct Jobs {
 impl Jobs {
     /// Notes that a job ended; forgets the tenant's oldest ended job beyond
     /// [`MAX_ENDED_JOBS`] (one tenant's churn does not erase another's history).
-    fn remember_ended(&mut self, id: &str) {
-        let Some(tenant) = self.by_id.get(id).map(|j| j.tenant.name.clone()) else {
-            return;
-        };
+    fn remember_ended(&mut self, id: &str, tenant: &str) {
         self.ended.push_back(id.to_string());
-        let of_tenant =
-            |jobs: &Jobs, e: &String| jobs.by_id.get(e).is_some_and(|j| j.tenant.name == tenant);
+        // (The job being ended may be out of the table while it is updated: it counts.)
+        let of_tenant = |jobs: &Jobs, e: &String| {
+            e == id || jobs.by_id.get(e).is_some_and(|j| j.tenant.name == tenant)
+        };
         let count = self.ended.iter().filter(|e| of_tenant(self, e)).count();
         if count > MAX_ENDED_JOBS {
             if let Some(pos) = self.ended.iter().position(|e| of_tenant(self, e)) {
@@ -111,6 +110,8 @@ struct JobRecord {
     deployment: Option<Box<Deployment>>,
     /// Sources written in the guest: no savepoints.
     guest_source: bool,
+    /// The snapshot it started from, resolved.
+    restored_from: Option<PathBuf>,
 }
 
 impl JobRecord {
@@ -513,10 +514,12 @@ impl JobManager {
                         "from_savepoint: '{location}' is not a savepoint (no _metadata)"
                     )));
                 }
-                Some(resolved.display().to_string())
+                Some(resolved)
             }
             None => None,
         };
+        let restored_from = from_savepoint.clone();
+        let from_savepoint = from_savepoint.map(|p| p.display().to_string());
         let slots = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
         let cluster_slots = self.inner.config.server.slots;
         if slots > tenant.max_slots {
@@ -582,6 +585,7 @@ impl JobManager {
             triggers: Vec::new(),
             deployment: Some(Box::new(deployment)),
             guest_source: graph.nodes.iter().any(|n| n.kind == NodeKind::GuestSource),
+            restored_from: restored_from.clone(),
         };
         let mut jobs = self.jobs();
         let active: Vec<&JobRecord> = jobs
@@ -731,7 +735,7 @@ impl JobManager {
                 j.end_ms = Some(now_ms());
                 j.settle_triggers(false, Err("the job was cancelled"));
                 j.settle_triggers(true, Err("the job was cancelled"));
-                jobs.remember_ended(id);
+                jobs.remember_ended(id, &j.tenant.name);
             } else {
                 self.inner.taskmanager.send(TaskManagerCommand::Cancel {
                     job: id.to_string(),
@@ -878,14 +882,33 @@ impl JobManager {
             }
             jobs.waiting.clear();
         }
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            if self.jobs().by_id.values().all(|j| !j.holds_slots) {
-                return;
+        // Half the time for savepoints; then whatever still runs (a stop whose savepoint
+        // failed leaves its job running) is cancelled.
+        let wait = |d: Duration| {
+            let until = Instant::now() + d;
+            while Instant::now() < until {
+                if self.jobs().by_id.values().all(|j| !j.holds_slots) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            false
+        };
+        if wait(timeout / 2) {
+            return;
         }
-        tracing::warn!("some jobs did not stop in time");
+        {
+            let mut jobs = self.jobs();
+            for j in jobs.by_id.values_mut().filter(|j| j.holds_slots) {
+                j.apply(Transition::Cancel);
+                self.inner
+                    .taskmanager
+                    .send(TaskManagerCommand::Cancel { job: j.id.clone() });
+            }
+        }
+        if !wait(timeout / 2) {
+            tracing::warn!("some jobs did not stop in time");
+        }
     }
 
     /// Renders the metrics `p` may see in Prometheus' text format.
@@ -1108,22 +1131,21 @@ impl JobManager {
                 let ended_id = j.id.clone();
                 let delete = matches!(j.state, JobState::Finished | JobState::Canceled);
                 // ...unless a job not yet ended was started from one of them.
+                let dir = self
+                    .inner
+                    .data_dir
+                    .join("tenants")
+                    .join(&j.tenant.name)
+                    .join("checkpoints")
+                    .join(&ended_id);
                 let in_use = jobs.by_id.values().any(|o| {
                     !o.state.is_terminal()
-                        && o.request
-                            .from_savepoint
-                            .as_deref()
-                            .is_some_and(|f| f.contains(&format!("/checkpoints/{ended_id}/")))
+                        && o.restored_from
+                            .as_ref()
+                            .is_some_and(|f| f.starts_with(&dir))
                 });
                 let j = jobs.by_id.get_mut(&event.job).expect("present");
                 if delete && !in_use {
-                    let dir = self
-                        .inner
-                        .data_dir
-                        .join("tenants")
-                        .join(&j.tenant.name)
-                        .join("checkpoints")
-                        .join(&j.id);
                     std::thread::spawn(move || {
                         if let Err(e) = std::fs::remove_dir_all(&dir) {
                             if e.kind() != std::io::ErrorKind::NotFound {
@@ -1142,7 +1164,8 @@ impl JobManager {
                     j.holds_slots = false;
                     jobs.slots_used -= j.slots;
                 }
-                jobs.remember_ended(&event.job);
+                let tenant = jobs.by_id[&event.job].tenant.name.clone();
+                jobs.remember_ended(&event.job, &tenant);
                 self.schedule(jobs);
             }
         }

@@ -535,14 +535,16 @@ impl Coordinator<'_> {
                 if p.started.elapsed() > self.config.timeout {
                     let id = p.barrier.id;
                     tracing::warn!(checkpoint = id, "checkpoint expired");
-                    self.emit_failure(p, format!("expired after {:?}", self.config.timeout));
                     if p.stop && self.keep_running_if_stop_fails {
-                        pending = None;
+                        // Reset before telling: a new stop asked for after the news stands.
                         stopping = false;
                         self.stop.store(false, Ordering::Release);
+                        self.emit_failure(p, format!("expired after {:?}", self.config.timeout));
+                        pending = None;
                         last_end = Instant::now();
                         continue;
                     }
+                    self.emit_failure(p, format!("expired after {:?}", self.config.timeout));
                     if p.stop {
                         return Err(JobError::Checkpoint(format!(
                             "the savepoint to stop with ({id}) expired after {:?}",
@@ -584,14 +586,18 @@ impl Coordinator<'_> {
                 Report::Decline { id, reason } => {
                     if pending.as_ref().is_some_and(|p| p.barrier.id == id) {
                         tracing::warn!(checkpoint = id, %reason, "checkpoint declined");
+                        let stop = pending.as_ref().is_some_and(|p| p.stop);
+                        if stop && self.keep_running_if_stop_fails {
+                            // Reset before telling: a new stop asked for after the news stands.
+                            stopping = false;
+                            self.stop.store(false, Ordering::Release);
+                        }
                         if let Some(p) = &pending {
                             self.emit_failure(p, reason.clone());
                         }
-                        if pending.as_ref().is_some_and(|p| p.stop) {
+                        if stop {
                             if self.keep_running_if_stop_fails {
                                 pending = None;
-                                stopping = false;
-                                self.stop.store(false, Ordering::Release);
                                 last_end = Instant::now();
                                 continue;
                             }
@@ -644,15 +650,19 @@ impl Coordinator<'_> {
                     }
                     Err(e) => {
                         tracing::warn!(checkpoint = id, error = %e, "checkpoint failed");
+                        let keep_running = stop && self.keep_running_if_stop_fails;
+                        if keep_running {
+                            // Reset before telling: a new stop asked for after the news stands.
+                            stopping = false;
+                            self.stop.store(false, Ordering::Release);
+                        }
                         self.emit(crate::JobEvent::SnapshotFailed {
                             id,
                             savepoint: p.barrier.savepoint,
                             stop,
                             reason: e.to_string(),
                         });
-                        if stop && self.keep_running_if_stop_fails {
-                            stopping = false;
-                            self.stop.store(false, Ordering::Release);
+                        if keep_running {
                             last_end = Instant::now();
                             continue;
                         }

@@ -925,24 +925,21 @@ impl Task {
     }
 
     /// A task cancelled (or stopped after a savepoint) still adds the counts it has.
+    /// (Any task that ends in error still reports its guest time and backpressure.)
     fn publish_if_cancelled(&mut self, r: Result<(), TaskError>) -> Result<(), TaskError> {
-        if matches!(r, Err(TaskError::Cancelled)) {
-            let _ = self.publish_counters();
+        match &r {
+            Err(TaskError::Cancelled) => {
+                let _ = self.publish_counters();
+            }
+            Err(_) => self.publish_usage(),
+            Ok(()) => {}
         }
         r
     }
 
-    /// Publishes the counts about once a second, so that they can be watched live.
-    fn maybe_publish(&mut self) -> Result<(), TaskError> {
-        if self.last_publish.elapsed() >= PUBLISH_INTERVAL {
-            self.publish_counters()?;
-        }
-        Ok(())
-    }
-
-    /// Adds this subtask's counts since the last call to the job's.
-    fn publish_counters(&mut self) -> Result<(), TaskError> {
-        self.last_publish = Instant::now();
+    /// Stores this task's cumulative guest time, guest memory and time blocked (no guest
+    /// call needed).
+    fn publish_usage(&mut self) {
         let t = self.links.index;
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         if let Some(c) = self.counters.blocked_nanos.get(t) {
@@ -956,6 +953,20 @@ impl Task {
                 c.store(usage.memory_bytes, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Publishes the counts about once a second, so that they can be watched live.
+    fn maybe_publish(&mut self) -> Result<(), TaskError> {
+        if self.last_publish.elapsed() >= PUBLISH_INTERVAL {
+            self.publish_counters()?;
+        }
+        Ok(())
+    }
+
+    /// Adds this subtask's counts since the last call to the job's.
+    fn publish_counters(&mut self) -> Result<(), TaskError> {
+        self.last_publish = Instant::now();
+        self.publish_usage();
         if let Some(guest) = self.guest.as_mut() {
             let counts = guest.metrics()?;
             for (i, (&node, &n)) in self.vertex.guest.iter().zip(&counts).enumerate() {

@@ -156,7 +156,13 @@ impl SinkWriter for FileSink {
             let name = format!("part-{}-{}.jsonl", self.subtask, self.next_part);
             self.next_part += 1;
             let path = self.dir.join(in_progress(&name));
-            let f = File::create(&path).map_err(io_at(&path))?;
+            // A new file, never one already there: a symlink planted under this name is
+            // refused rather than followed.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io_at(&path))?;
             self.writer = Some((name, BufWriter::with_capacity(256 << 10, f)));
         }
         let (name, w) = self.writer.as_mut().expect("just opened");
