@@ -280,6 +280,24 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_planted_where_a_part_file_goes_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, out.join(".part-0-0.jsonl.inprogress")).unwrap();
+        let c = Connector {
+            name: "file".into(),
+            config: [("path".to_string(), out.display().to_string())].into(),
+        };
+        let mut sink = FileSink::new(&c, 0).unwrap();
+        let e = sink.write(b"{}").unwrap_err();
+        assert!(e.to_string().contains(".part-0-0.jsonl.inprogress"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
     fn files_become_visible_only_when_committed_and_commits_repeat_safely() {
         let dir = tempfile::tempdir().unwrap();
         let c = Connector {
