@@ -130,3 +130,73 @@ async fn log_request(request: Request, next: Next) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+    use weir_jobmanager::{ClusterConfig, JobManager};
+
+    async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn app(dir: &std::path::Path) -> axum::Router {
+        let env = |k: &str| match k {
+            "WEIR_DATA_DIR" => Some(dir.display().to_string()),
+            "WEIR_TOKEN" => Some("t0ken".to_string()),
+            _ => None,
+        };
+        let (config, _) = ClusterConfig::load(None, env).unwrap();
+        super::router(JobManager::start(config).unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_answer_is_json_even_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path());
+        let get = |path: &str, token: Option<&str>| {
+            let mut r = Request::get(path);
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Bearer {t}"));
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        let (s, v) = call(&app, get("/v1/jobs", None)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+        let (s, v) = call(&app, get("/v1/jobs", Some("t0ken"))).await;
+        assert_eq!((s, v), (StatusCode::OK, serde_json::json!({"jobs": []})));
+        let (s, v) = call(&app, get("/v1/jobs/nope", Some("t0ken"))).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let (s, v) = call(&app, get("/nowhere", None)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found"))
+        );
+        let bad = Request::post("/v1/jobs")
+            .header("authorization", "Bearer t0ken")
+            .header("content-type", "application/json")
+            .body(Body::from("{"))
+            .unwrap();
+        let (s, v) = call(&app, bad).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        let (s, v) = call(&app, get("/v1/openapi.json", None)).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(v["paths"]["/v1/jobs/{id}/savepoints/{trigger}"].is_object());
+    }
+}
