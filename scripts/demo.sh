@@ -55,7 +55,7 @@ cat "$demo"/word-count/part-*.jsonl \
 cat <<MSG
 
 Where to look (the cluster runs until Ctrl-C):
-  web UI:    $WEIR_URL/   (paste the token: $WEIR_TOKEN)
+  web UI:    $WEIR_URL/#token=$WEIR_TOKEN
   CLI:       export WEIR_URL=$WEIR_URL WEIR_TOKEN=$WEIR_TOKEN
              $weir list | status JOB | savepoint JOB | stop JOB --savepoint | cancel JOB
   REST:      curl -H "Authorization: Bearer \$WEIR_TOKEN" $WEIR_URL/v1/jobs

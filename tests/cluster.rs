@@ -1214,3 +1214,56 @@ fn a_stop_whose_savepoint_fails_leaves_the_job_running() {
     assert_eq!(status["status"], "COMPLETED", "{status}");
     c.wait_state(&job, "FINISHED");
 }
+
+#[test]
+fn the_web_ui_shows_a_tenants_jobs_in_a_real_browser() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("no Chromium: run scripts/setup.sh");
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let job = c.submit(
+        ACME,
+        durable_job(&id, &c.acme_dir.join("out"), 1_000_000, 100),
+    );
+    c.wait_state(&job, "RUNNING");
+    let other = c.upload(INITECH, "faulty");
+    let profile = tempfile::tempdir().unwrap();
+    let dom = |token: &str| {
+        let out = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(format!("{}/#token={token}", c.url))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The page, after its script ran against the API with acme's token: acme's running job
+    // and its component, nothing of initech's.
+    let page = dom(ACME);
+    assert!(page.contains(&job[..12]), "the job is not listed: {page}");
+    assert!(
+        page.contains("durable") && page.contains("RUNNING"),
+        "{page}"
+    );
+    assert!(page.contains(&id), "the component is not listed");
+    assert!(
+        !page.contains(&other),
+        "another tenant's component is shown"
+    );
+    assert!(page.contains("slots free"), "no cluster overview: {page}");
+    c.call("POST", &format!("/v1/jobs/{job}/cancel"), Some(ACME), None);
+    c.wait_state(&job, "CANCELED");
+}

@@ -3,6 +3,13 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// A link may carry the token in its fragment (`/#token=...`, never sent to the server): it is
+// kept in this browser and removed from the address bar.
+const linked = new URLSearchParams(location.hash.slice(1)).get("token");
+if (linked) {
+  localStorage.setItem("weir-token", linked);
+  history.replaceState(null, "", location.pathname);
+}
 let token = localStorage.getItem("weir-token") || "";
 let selected = null;
 
