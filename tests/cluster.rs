@@ -87,27 +87,7 @@ allowed_paths = ["{globex_dir}"]
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("WEIR_LOG", level)
-            .stdout(Stdio::piped())
-            .stderr(match log {
-                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-                None => Stdio::inherit(),
-            })
-            .spawn()
-            .expect("cannot start weir serve");
-        let mut first = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut first).unwrap();
-        // Keep reading what it prints.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = first
-            .trim()
-            .strip_prefix("weir session cluster: ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
+        let (child, url) = serve(&config, level, log);
         Cluster {
             child,
             url,
@@ -118,6 +98,15 @@ allowed_paths = ["{globex_dir}"]
             acme_dir,
             dir,
         }
+    }
+
+    /// Kills the server (`kill -9`) and starts a new one on the same configuration and data.
+    fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, url) = serve(&self.dir.path().join("weir.toml"), "error", None);
+        self.child = child;
+        self.url = url;
     }
 
     fn call(
@@ -259,6 +248,32 @@ allowed_paths = ["{globex_dir}"]
             .output()
             .unwrap()
     }
+}
+
+/// Starts `weir serve --config config`; answers it and its URL.
+fn serve(config: &Path, level: &str, log: Option<&Path>) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("WEIR_LOG", level)
+        .stdout(Stdio::piped())
+        .stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        })
+        .spawn()
+        .expect("cannot start weir serve");
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    // Keep reading what it prints.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let url = first
+        .trim()
+        .strip_prefix("weir session cluster: ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    (child, url)
 }
 
 impl Drop for Cluster {
@@ -1266,4 +1281,33 @@ fn the_web_ui_shows_a_tenants_jobs_in_a_real_browser() {
     assert!(page.contains("slots free"), "no cluster overview: {page}");
     c.call("POST", &format!("/v1/jobs/{job}/cancel"), Some(ACME), None);
     c.wait_state(&job, "CANCELED");
+}
+
+#[test]
+fn jobs_running_when_the_server_dies_continue_after_a_restart() {
+    let mut c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let out = c.acme_dir.join("out");
+    let total = 30_000;
+    let job = c.submit(ACME, durable_job(&id, &out, total, 2_000));
+    c.wait_job(&job, "checkpointed", |j| {
+        j["last_checkpoint"]["id"].as_u64() >= Some(2)
+    });
+    c.crash_and_restart();
+    // Same id, same tenant, continued from its latest checkpoint; the output is exactly once.
+    let j = c.wait_state(&job, "FINISHED");
+    assert_eq!(j["tenant"], "acme");
+    let ex = c.get(&format!("/v1/jobs/{job}/exceptions"), ACME);
+    assert!(
+        ex["exceptions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("recovered from its latest checkpoint"),
+        "{ex}"
+    );
+    check_exactly_once(&out, total);
+    // Ended, it is not recovered again.
+    c.crash_and_restart();
+    let (s, _) = c.call("GET", &format!("/v1/jobs/{job}"), Some(ACME), None);
+    assert_eq!(s, 404);
 }

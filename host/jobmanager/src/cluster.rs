@@ -225,6 +225,14 @@ impl JobRecord {
     }
 }
 
+/// A job that has not ended, as the journal keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalEntry {
+    id: String,
+    tenant: String,
+    request: SubmitJob,
+}
+
 /// `GET /v1/overview`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ClusterOverview {
@@ -306,6 +314,8 @@ impl JobManager {
             jobs: Mutex::default(),
             started_ms: now_ms(),
         });
+        std::fs::create_dir_all(inner.data_dir.join("jobs"))
+            .map_err(|e| io("cannot create the job journal", e))?;
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("weir-jobmanager".into())
@@ -316,7 +326,69 @@ impl JobManager {
                 }
             })
             .map_err(|e| io("cannot start the JobManager thread", e))?;
-        Ok(JobManager { inner })
+        let jm = JobManager { inner };
+        jm.recover();
+        Ok(jm)
+    }
+
+    /// Where a job's journal entry is.
+    fn journal_path(&self, id: &str) -> PathBuf {
+        self.inner.data_dir.join("jobs").join(format!("{id}.json"))
+    }
+
+    /// Records a job that has not ended (so a restarted server continues it), or forgets
+    /// one that has.
+    fn journal(&self, j: &JobRecord) {
+        let path = self.journal_path(&j.id);
+        let r = if j.state.is_terminal() {
+            std::fs::remove_file(&path).or_else(|e| {
+                (e.kind() == std::io::ErrorKind::NotFound)
+                    .then_some(())
+                    .ok_or(e)
+            })
+        } else {
+            let entry = JournalEntry {
+                id: j.id.clone(),
+                tenant: j.tenant.name.clone(),
+                request: j.request.clone(),
+            };
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&entry).expect("serializable"))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+        };
+        if let Err(e) = r {
+            tracing::warn!(job = %j.id, error = %e, "cannot write the job journal");
+        }
+    }
+
+    /// Continues the jobs that had not ended when the server last stopped (a crash, or a
+    /// shutdown that could not stop them).
+    fn recover(&self) {
+        let dir = self.inner.data_dir.join("jobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let entry: Option<JournalEntry> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let _ = std::fs::remove_file(&path);
+            let Some(entry) = entry else {
+                tracing::warn!(file = %path.display(), "skipping an unreadable journal entry");
+                continue;
+            };
+            let Some(tenant) = self.inner.auth.tenant(&entry.tenant).cloned() else {
+                tracing::warn!(job = %entry.id, tenant = %entry.tenant, "not recovered: the tenant is gone");
+                continue;
+            };
+            match self.submit_as(tenant, entry.request, Some(entry.id.clone())) {
+                Ok(_) => tracing::info!(job = %entry.id, "job recovered"),
+                Err(e) => tracing::warn!(job = %entry.id, error = %e, "job not recovered"),
+            }
+        }
     }
 
     /// The configuration it runs with.
@@ -431,6 +503,17 @@ impl JobManager {
     /// Validates a submission and schedules the job.
     pub fn submit(&self, p: &Principal, req: SubmitJob) -> Result<JobDetails, ClusterError> {
         let tenant = self.tenant_of(p)?.clone();
+        self.submit_as(tenant, req, None)
+    }
+
+    /// Submits for `tenant`; `recovered`: the id of a job that was running when the server
+    /// stopped, to continue from its latest checkpoint.
+    fn submit_as(
+        &self,
+        tenant: Arc<TenantConfig>,
+        req: SubmitJob,
+        recovered: Option<String>,
+    ) -> Result<JobDetails, ClusterError> {
         let parallelism = req.parallelism.unwrap_or(1);
         if parallelism == 0 {
             return Err(ClusterError::bad_request("parallelism must be at least 1"));
@@ -533,7 +616,16 @@ impl JobManager {
                 "the job needs {slots} slots; the cluster has {cluster_slots}"
             )));
         }
-        let id = random_hex(16);
+        let id = recovered.clone().unwrap_or_else(|| random_hex(16));
+        // A recovered job continues from its latest completed checkpoint, if it has one
+        // (else from where it first started).
+        let resume = recovered.is_some()
+            && weir_checkpoint::Storage::open(&checkpoint_dir.display().to_string())
+                .ok()
+                .and_then(|s| weir_checkpoint::latest_checkpoint(&s.child(&id)).ok())
+                .flatten()
+                .is_some();
+        let from_savepoint = if resume { None } else { from_savepoint };
         let restart_attempts =
             req.restart_attempts
                 .unwrap_or(if req.checkpoint_interval_ms.is_some() {
@@ -555,6 +647,7 @@ impl JobManager {
             rocksdb_dir: rocksdb.then(|| self.inner.data_dir.join("tmp").join(&id)),
             restart_attempts,
             allowed_paths: tenant.allowed_paths.clone(),
+            resume,
         };
         let now = now_ms();
         let mut record = JobRecord {
@@ -607,7 +700,8 @@ impl JobManager {
             .map(|j| j.slots)
             .sum();
         let free = cluster_slots - jobs.slots_used;
-        let wait = record.request.wait;
+        // A recovered job waits for slots rather than being refused.
+        let wait = record.request.wait || recovered.is_some();
         if tenant_slots + slots > tenant.max_slots && !wait {
             return Err(ClusterError::quota(format!(
                 "the job needs {slots} slots; tenant '{}' holds {tenant_slots} of its {} (max_slots)",
@@ -624,7 +718,23 @@ impl JobManager {
             ));
         }
         record.apply(Transition::Schedule);
-        tracing::info!(job = %id, tenant = %tenant.name, name = %record.name, slots, "job submitted");
+        if recovered.is_some() {
+            push_exception(
+                &mut record,
+                0,
+                format!(
+                    "the server stopped while the job ran; recovered from {}",
+                    if resume {
+                        "its latest checkpoint"
+                    } else {
+                        "its start"
+                    }
+                ),
+                true,
+            );
+        }
+        tracing::info!(job = %id, tenant = %tenant.name, name = %record.name, slots, resume, "job submitted");
+        self.journal(&record);
         jobs.by_id.insert(id.clone(), record);
         jobs.waiting.push_back(id.clone());
         self.schedule(&mut jobs);
@@ -736,6 +846,7 @@ impl JobManager {
                 j.settle_triggers(false, Err("the job was cancelled"));
                 j.settle_triggers(true, Err("the job was cancelled"));
                 jobs.remember_ended(id, &j.tenant.name);
+                self.journal(j);
             } else {
                 self.inner.taskmanager.send(TaskManagerCommand::Cancel {
                     job: id.to_string(),
@@ -866,6 +977,7 @@ impl JobManager {
                     j.deployment = None;
                     j.apply(Transition::Cancel);
                     j.apply(Transition::Canceled);
+                    self.journal(j);
                     continue;
                 }
                 if with_savepoint && !j.guest_source && j.state == JobState::Running {
@@ -1166,6 +1278,9 @@ impl JobManager {
                 }
                 let tenant = jobs.by_id[&event.job].tenant.name.clone();
                 jobs.remember_ended(&event.job, &tenant);
+                if let Some(j) = jobs.by_id.get(&event.job) {
+                    self.journal(j);
+                }
                 self.schedule(jobs);
             }
         }

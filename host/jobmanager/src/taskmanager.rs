@@ -44,6 +44,8 @@ pub struct Deployment {
     pub restart_attempts: u32,
     /// The tenant's directories for file connectors.
     pub allowed_paths: Vec<std::path::PathBuf>,
+    /// Continue from the latest completed checkpoint under the job's checkpoint directory.
+    pub resume: bool,
 }
 
 /// JobManager → TaskManager.
@@ -251,6 +253,7 @@ fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
     o.savepoint_now = c.savepoint_now.clone();
     o.drain = c.drain.clone();
     o.keep_running_if_stop_fails = true;
+    o.resume = d.resume;
     o.job_id = Some(d.job.clone());
     o.checkpoints = CheckpointConfig {
         storage: Some(open(&d.checkpoint_dir)?),
