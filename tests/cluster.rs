@@ -283,6 +283,15 @@ impl Drop for Cluster {
     }
 }
 
+/// The states a job went through, in order.
+fn states(job: &Value) -> Vec<&str> {
+    let entries = job["timestamps"].as_array().unwrap();
+    entries
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect()
+}
+
 /// The durable test job: datagen → keyed running count and 1 s windows → file sinks.
 fn durable_job(component: &str, out: &Path, count: u64, rate: u64) -> Value {
     json!({
@@ -410,14 +419,8 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
         .to_string();
     let stopped = c.wait_state(&job, "FINISHED");
     assert_eq!(stopped["savepoint"].as_str(), Some(location.as_str()));
-    let states: Vec<&str> = stopped["timestamps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        states,
+        states(&stopped),
         ["CREATED", "SCHEDULED", "RUNNING", "FINISHING", "FINISHED"]
     );
     // Visible (committed) lines only: what the stopped job wrote after its savepoint is
@@ -1209,14 +1212,8 @@ fn a_stop_whose_savepoint_fails_leaves_the_job_running() {
     let status = c.wait_trigger(&job, t["trigger_id"].as_str().unwrap());
     assert_eq!(status["status"], "FAILED", "{status}");
     let j = c.wait_state(&job, "RUNNING");
-    let states: Vec<&str> = j["timestamps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        states,
+        states(&j),
         ["CREATED", "SCHEDULED", "RUNNING", "FINISHING", "RUNNING"]
     );
     assert_eq!(j["restarts"], 0);
