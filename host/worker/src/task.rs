@@ -305,8 +305,23 @@ impl Task {
         }
     }
 
-    /// Runs until the input ends, the job is cancelled, or something fails.
+    /// Runs until the input ends, the job is cancelled, or something fails. However it
+    /// ends, what it did is counted: a finished task publishes its counts in `finish`, a
+    /// cancelled one (or one stopped after a savepoint) here, and one that failed at least
+    /// its guest time and backpressure.
     pub fn run(mut self) -> Result<(), TaskError> {
+        let r = self.run_to_end();
+        match &r {
+            Ok(()) => {}
+            Err(TaskError::Cancelled) => {
+                let _ = self.publish_counters();
+            }
+            Err(_) => self.publish_usage(),
+        }
+        r
+    }
+
+    fn run_to_end(&mut self) -> Result<(), TaskError> {
         if self.links.restored.as_ref().is_some_and(|r| r.finished) {
             // It had finished before the snapshot: everything it sent is downstream's.
             // Downstream tasks that had finished too are gone already: nothing to tell them.
@@ -333,23 +348,21 @@ impl Task {
             TaskInput::Source { mut reader, edges } => {
                 let r = self.run_source(reader.as_mut(), &edges);
                 self.input = TaskInput::Source { reader, edges };
-                self.publish_if_cancelled(r)?;
+                r?;
             }
             TaskInput::Gate(mut gate) => {
                 let r = self.run_gate(&mut gate);
                 self.input = TaskInput::Gate(gate);
-                self.publish_if_cancelled(r)?;
+                r?;
             }
             TaskInput::GuestSource => {
                 self.input = TaskInput::GuestSource;
-                let r = self.run_guest_source();
-                self.publish_if_cancelled(r)?;
+                self.run_guest_source()?;
             }
         }
         // Input that ended because the job was cancelled is not the end of the input: no
-        // final watermark, no sink commit. (The counts so far still count.)
+        // final watermark, no sink commit.
         if self.cancelled() {
-            let _ = self.publish_counters();
             return Err(TaskError::Cancelled);
         }
         self.finish()
@@ -922,19 +935,6 @@ impl Task {
         self.report_finished(parts);
         self.outputs.broadcast(|| Message::End)?;
         self.publish_counters()
-    }
-
-    /// A task cancelled (or stopped after a savepoint) still adds the counts it has.
-    /// (Any task that ends in error still reports its guest time and backpressure.)
-    fn publish_if_cancelled(&mut self, r: Result<(), TaskError>) -> Result<(), TaskError> {
-        match &r {
-            Err(TaskError::Cancelled) => {
-                let _ = self.publish_counters();
-            }
-            Err(_) => self.publish_usage(),
-            Ok(()) => {}
-        }
-        r
     }
 
     /// Stores this task's cumulative guest time, guest memory and time blocked (no guest
