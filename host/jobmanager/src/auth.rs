@@ -50,11 +50,16 @@ impl Authenticator {
                 .server
                 .admin_token_sha256
                 .as_deref()
-                .and_then(from_hex),
+                .and_then(weir_core::digest_from_hex),
             tenants: config
                 .tenants
                 .iter()
-                .filter_map(|t| Some((from_hex(&t.token_sha256)?, Arc::new(t.clone()))))
+                .filter_map(|t| {
+                    Some((
+                        weir_core::digest_from_hex(&t.token_sha256)?,
+                        Arc::new(t.clone()),
+                    ))
+                })
                 .collect(),
         }
     }
@@ -91,17 +96,6 @@ impl Authenticator {
 /// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     weir_checkpoint::sha256_hex(data)
-}
-
-fn from_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// `n` random bytes as lowercase hex.

@@ -225,8 +225,13 @@ impl ComponentStore {
         tenant: &str,
         id: &str,
     ) -> Result<Arc<JobComponent>, ClusterError> {
-        self.get(tenant, id)
+        let info = self
+            .get(tenant, id)
             .ok_or_else(|| ClusterError::not_found("component", id))?;
+        // Compiled at upload and cached by digest: no need to read and hash it again.
+        if let Some(compiled) = runtime.cached(&info.sha256) {
+            return Ok(compiled);
+        }
         let path = self.dir.join(tenant).join(format!("{id}.wasm"));
         let bytes = std::fs::read(&path)
             .map_err(|e| ClusterError::internal(format!("cannot read component {id}: {e}")))?;

@@ -120,13 +120,17 @@ impl Runtime {
         &self.config
     }
 
+    /// The compiled component with this hex SHA-256, if it is in the cache.
+    pub fn cached(&self, sha256_hex: &str) -> Option<Arc<JobComponent>> {
+        let digest = weir_core::digest_from_hex(sha256_hex)?;
+        self.cache.lock().expect("cache lock").get(&digest).cloned()
+    }
+
     /// Forgets the compiled component with this hex SHA-256 (instances open keep theirs).
     pub fn evict(&self, sha256_hex: &str) {
-        let mut cache = self.cache.lock().expect("cache lock");
-        cache.retain(|digest, _| {
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            hex != sha256_hex
-        });
+        if let Some(digest) = weir_core::digest_from_hex(sha256_hex) {
+            self.cache.lock().expect("cache lock").remove(&digest);
+        }
     }
 
     /// Checks and compiles a component, or returns the cached one with the same digest.
@@ -232,7 +236,7 @@ pub struct ChainSpec<'a> {
 impl JobComponent {
     /// Hex SHA-256 of the component's bytes.
     pub fn digest(&self) -> String {
-        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+        weir_core::digest_to_hex(&self.digest)
     }
 
     /// Size of the component in bytes.
