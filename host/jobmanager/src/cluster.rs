@@ -64,10 +64,8 @@ impl Jobs {
     /// [`MAX_ENDED_JOBS`] (one tenant's churn does not erase another's history).
     fn remember_ended(&mut self, id: &str, tenant: &str) {
         self.ended.push_back(id.to_string());
-        // (The job being ended may be out of the table while it is updated: it counts.)
-        let of_tenant = |jobs: &Jobs, e: &String| {
-            e == id || jobs.by_id.get(e).is_some_and(|j| j.tenant.name == tenant)
-        };
+        let of_tenant =
+            |jobs: &Jobs, e: &String| jobs.by_id.get(e).is_some_and(|j| j.tenant.name == tenant);
         let count = self.ended.iter().filter(|e| of_tenant(self, e)).count();
         if count > MAX_ENDED_JOBS {
             if let Some(pos) = self.ended.iter().position(|e| of_tenant(self, e)) {
@@ -556,19 +554,8 @@ impl JobManager {
             .plan(&plan_args, parallelism)
             .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "invalid_plan", e.to_string()))?;
         // File connectors may only touch the tenant's directories.
-        for n in &graph.nodes {
-            if let NodeKind::Source(c) | NodeKind::Sink(c) = &n.kind {
-                if let Some(path) = c.get("path") {
-                    paths::check_allowed(Path::new(path), &tenant.allowed_paths).map_err(|e| {
-                        ClusterError::new(
-                            ErrorKind::BadRequest,
-                            "path_not_allowed",
-                            format!("{} '{}': {e}", c.name, n.uid),
-                        )
-                    })?;
-                }
-            }
-        }
+        paths::check_graph(&graph, &tenant.allowed_paths)
+            .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "path_not_allowed", e))?;
         let tenant_dir = self.inner.data_dir.join("tenants").join(&tenant.name);
         let (checkpoint_dir, savepoint_dir) = (
             tenant_dir.join("checkpoints"),
@@ -774,25 +761,18 @@ impl JobManager {
         }
     }
 
+    /// Runs `f` on a job `p` may see (another tenant's is not found).
     fn with_job<T>(
         &self,
         p: &Principal,
         id: &str,
-        f: impl FnOnce(&mut JobRecord, &mut Jobs) -> Result<T, ClusterError>,
+        f: impl FnOnce(&mut JobRecord) -> Result<T, ClusterError>,
     ) -> Result<T, ClusterError> {
-        let mut guard = self.jobs();
-        let jobs = &mut *guard;
-        let mut job = match jobs.by_id.remove(id) {
-            Some(j) if p.may_see(&j.tenant.name) => j,
-            Some(j) => {
-                jobs.by_id.insert(id.to_string(), j);
-                return Err(ClusterError::not_found("job", id));
-            }
-            None => return Err(ClusterError::not_found("job", id)),
-        };
-        let r = f(&mut job, jobs);
-        jobs.by_id.insert(id.to_string(), job);
-        r
+        let mut jobs = self.jobs();
+        match jobs.by_id.get_mut(id) {
+            Some(j) if p.may_see(&j.tenant.name) => f(j),
+            _ => Err(ClusterError::not_found("job", id)),
+        }
     }
 
     /// Jobs `p` may see, newest first.
@@ -810,24 +790,28 @@ impl JobManager {
 
     /// One job.
     pub fn job(&self, p: &Principal, id: &str) -> Result<JobDetails, ClusterError> {
-        self.with_job(p, id, |j, _| Ok(j.details()))
+        self.with_job(p, id, |j| Ok(j.details()))
     }
 
     /// A job's failures, newest first.
     pub fn exceptions(&self, p: &Principal, id: &str) -> Result<Vec<ExceptionEntry>, ClusterError> {
-        self.with_job(p, id, |j, _| {
-            Ok(j.exceptions.iter().rev().cloned().collect())
-        })
+        self.with_job(p, id, |j| Ok(j.exceptions.iter().rev().cloned().collect()))
     }
 
     /// A job's checkpoints.
     pub fn checkpoints(&self, p: &Principal, id: &str) -> Result<CheckpointStats, ClusterError> {
-        self.with_job(p, id, |j, _| Ok(j.checkpoints.clone()))
+        self.with_job(p, id, |j| Ok(j.checkpoints.clone()))
     }
 
     /// Cancels a job.
     pub fn cancel(&self, p: &Principal, id: &str) -> Result<JobDetails, ClusterError> {
-        self.with_job(p, id, |j, jobs| {
+        let mut guard = self.jobs();
+        let jobs = &mut *guard;
+        let j = match jobs.by_id.get_mut(id) {
+            Some(j) if p.may_see(&j.tenant.name) => j,
+            _ => return Err(ClusterError::not_found("job", id)),
+        };
+        {
             if j.state.is_terminal() {
                 return Err(ClusterError::conflict(format!(
                     "job {id} has already ended ({})",
@@ -837,23 +821,24 @@ impl JobManager {
             if !j.apply(Transition::Cancel) {
                 return Ok(j.details()); // already cancelling
             }
-            if j.deployment.is_some() {
-                // Never deployed: nothing runs.
-                jobs.waiting.retain(|w| w != id);
-                j.deployment = None;
-                j.apply(Transition::Canceled);
-                j.end_ms = Some(now_ms());
-                j.settle_triggers(false, Err("the job was cancelled"));
-                j.settle_triggers(true, Err("the job was cancelled"));
-                jobs.remember_ended(id, &j.tenant.name);
-                self.journal(j);
-            } else {
+            if j.deployment.is_none() {
                 self.inner.taskmanager.send(TaskManagerCommand::Cancel {
                     job: id.to_string(),
                 });
+                return Ok(j.details());
             }
-            Ok(j.details())
-        })
+            // Never deployed: nothing runs.
+            j.deployment = None;
+            j.apply(Transition::Canceled);
+            j.end_ms = Some(now_ms());
+            j.settle_triggers(false, Err("the job was cancelled"));
+            j.settle_triggers(true, Err("the job was cancelled"));
+            self.journal(j);
+        }
+        let (details, tenant) = (jobs.by_id[id].details(), jobs.by_id[id].tenant.name.clone());
+        jobs.waiting.retain(|w| w != id);
+        jobs.remember_ended(id, &tenant);
+        Ok(details)
     }
 
     fn check_snapshots(j: &JobRecord) -> Result<(), ClusterError> {
@@ -873,7 +858,7 @@ impl JobManager {
 
     /// Takes a savepoint; the job goes on. Answers the trigger id.
     pub fn trigger_savepoint(&self, p: &Principal, id: &str) -> Result<String, ClusterError> {
-        self.with_job(p, id, |j, _| {
+        self.with_job(p, id, |j| {
             Self::check_snapshots(j)?;
             let trigger = random_hex(8);
             j.add_trigger(&trigger, false);
@@ -888,7 +873,7 @@ impl JobManager {
 
     /// Stops a job with a savepoint (`drain`: ending its input first). Answers the trigger id.
     pub fn stop(&self, p: &Principal, id: &str, drain: bool) -> Result<String, ClusterError> {
-        self.with_job(p, id, |j, _| {
+        self.with_job(p, id, |j| {
             Self::check_snapshots(j)?;
             j.apply(Transition::Stop);
             let trigger = random_hex(8);
@@ -908,7 +893,7 @@ impl JobManager {
         id: &str,
         trigger: &str,
     ) -> Result<SavepointStatus, ClusterError> {
-        self.with_job(p, id, |j, _| {
+        self.with_job(p, id, |j| {
             j.triggers
                 .iter()
                 .map(|(_, t)| t)

@@ -460,15 +460,7 @@ impl Attempt<'_> {
         // A tenant's files stay in its directories: checked again now, as the connectors
         // are about to open them (a directory may have become a symlink since submission).
         if let Some(allowed) = &options.allowed_paths {
-            for n in &graph.nodes {
-                if let NodeKind::Source(c) | NodeKind::Sink(c) = &n.kind {
-                    if let Some(path) = c.get("path") {
-                        paths::check_allowed(std::path::Path::new(path), allowed).map_err(|e| {
-                            JobError::Unsupported(format!("{} '{}': {e}", c.name, n.uid))
-                        })?;
-                    }
-                }
-            }
+            paths::check_graph(graph, allowed).map_err(JobError::Unsupported)?;
         }
         // Transactions of the restored snapshot are committed (again: idempotent); whatever
         // else sinks had in progress is rolled back.

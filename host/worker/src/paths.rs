@@ -61,6 +61,20 @@ pub fn check_allowed(path: &Path, allowed: &[PathBuf]) -> Result<PathBuf, String
     }
 }
 
+/// Checks every file connector of `graph` (its `path`) against `allowed`; the error names
+/// the connector and the operator.
+pub fn check_graph(graph: &weir_core::JobGraph, allowed: &[PathBuf]) -> Result<(), String> {
+    for n in &graph.nodes {
+        if let weir_core::NodeKind::Source(c) | weir_core::NodeKind::Sink(c) = &n.kind {
+            if let Some(path) = c.get("path") {
+                check_allowed(Path::new(path), allowed)
+                    .map_err(|e| format!("{} '{}': {e}", c.name, n.uid))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
