@@ -127,9 +127,9 @@ impl Rng {
 }
 
 /// Lowercase hex SHA-256 of a token, as `weir.toml` stores it.
-pub fn sha256_hex(s: &str) -> String {
+pub fn sha256_hex(s: impl AsRef<[u8]>) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
+    sha2::Sha256::digest(s.as_ref())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

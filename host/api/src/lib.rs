@@ -8,12 +8,14 @@
 //! let (config, _) = weir_jobmanager::ClusterConfig::load(None, |k| std::env::var(k).ok())?;
 //! let jm = weir_jobmanager::JobManager::start(config)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
-//! axum::serve(listener, weir_api::router(jm)).await?;
+//! let limits = weir_api::HttpLimits::of(&jm.config().server);
+//! weir_api::serve(listener, weir_api::router(jm), limits, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
 
 mod error;
+mod http;
 mod routes;
 mod ui;
 
@@ -24,9 +26,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use std::time::Duration;
 use weir_jobmanager::{JobManager, Principal};
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use http::{serve, HttpLimits};
 pub use routes::ApiDoc;
 
 /// What every handler can reach.
@@ -63,6 +67,7 @@ impl FromRequestParts<AppState> for Auth {
 /// The API's router.
 pub fn router(jm: JobManager) -> Router {
     let json_limit = jm.config().server.max_request_bytes;
+    let body_timeout = Duration::from_millis(jm.config().server.body_read_timeout_ms);
     let state = AppState { jm };
     let v1 = Router::new()
         .route("/openapi.json", get(routes::openapi))
@@ -101,6 +106,10 @@ pub fn router(jm: JobManager) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(json_limit))
+        // A client that stops sending its body mid-way is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
         .layer(axum::middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

@@ -1,14 +1,17 @@
 //! The handlers, each documented for the OpenAPI document.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
-use weir_jobmanager::components::{ComponentInfo, PlanEdge, PlanOperator, PlanSummary};
+use weir_jobmanager::components::{
+    ComponentInfo, PlanEdge, PlanOperator, PlanSummary, UploadError,
+};
 use weir_jobmanager::job::{
     CheckpointEntry, CheckpointStats, ExceptionEntry, JobDetails, JobOverview, JobState,
     OperatorStatus, SavepointStatus, StateEntry, SubmitJob, TriggerStatus,
@@ -165,20 +168,25 @@ pub(crate) async fn upload_component(
             "the admin token is for cluster operations; use a tenant's token for this",
         ));
     }
+    // The boundary of a form is case-sensitive: only the media type is compared as lower case.
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
         .unwrap_or("")
+        .trim()
         .to_ascii_lowercase();
-    let multipart = content_type.starts_with("multipart/form-data");
-    let raw = content_type.starts_with("application/wasm")
-        || content_type.starts_with("application/octet-stream");
+    let multipart = media_type == "multipart/form-data";
+    let raw = media_type == "application/wasm" || media_type == "application/octet-stream";
     if !multipart && !raw {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
-                "send the component as 'application/wasm' (or a multipart form), not '{content_type}'"
+                "send the component as 'application/wasm' (or a multipart form), not '{media_type}'"
             ),
         ));
     }
@@ -199,43 +207,61 @@ pub(crate) async fn upload_component(
     if announced.is_some_and(|n| n > limit.saturating_add(slack)) {
         return Err(too_large());
     }
-    let read_limit = usize::try_from(limit.saturating_add(slack)).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(body, read_limit)
-        .await
-        .map_err(|_| too_large())?;
-    let (name, bytes) = if multipart {
-        let request = Request::builder()
-            .header(header::CONTENT_TYPE, content_type.as_str())
-            .body(Body::from(bytes))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let mut form = Multipart::from_request(request, &())
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // Streamed to a temporary file, the limit enforced while reading; the file is removed on
+    // every way out of here but success.
+    let mut upload = s.jm.begin_upload(&p)?;
+    let write = |upload: &mut weir_jobmanager::components::Upload, chunk: &[u8]| {
+        upload.write(chunk).map_err(|e| match e {
+            UploadError::TooLarge { .. } => too_large(),
+            UploadError::Io(e) => {
+                tracing::warn!(error = %e, "cannot store an upload");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the server cannot store the upload now",
+                )
+            }
+        })
+    };
+    let name = if multipart {
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| ApiError::bad_request(format!("malformed multipart form: {e}")))?;
+        let constraints = multer::Constraints::new().size_limit(
+            multer::SizeLimit::new()
+                .whole_stream(limit.saturating_add(slack))
+                .per_field(limit.saturating_add(1)),
+        );
+        let mut form =
+            multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+        let form_error = |e: multer::Error| match e {
+            multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+                too_large()
+            }
+            e => ApiError::bad_request(format!("malformed multipart form: {e}")),
+        };
         let mut found = None;
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?
-        {
+        while let Some(mut field) = form.next_field().await.map_err(form_error)? {
             if field.file_name().is_some() || field.name() == Some("file") {
                 let name = field.file_name().map(str::to_string);
-                let data = field
-                    .bytes()
-                    .await
-                    .map_err(|e| ApiError::bad_request(e.body_text()))?;
-                found = Some((name, data));
+                while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                    write(&mut upload, &chunk)?;
+                }
+                found = Some(name);
                 break;
             }
         }
         found.ok_or_else(|| ApiError::bad_request("the form has no file field"))?
     } else {
-        (query.name, bytes)
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("cannot read the upload: {e}")))?;
+            write(&mut upload, &chunk)?;
+        }
+        query.name
     };
-    if bytes.len() as u64 > limit {
-        return Err(too_large());
-    }
     let jm = s.jm.clone();
-    let (info, created) = blocking(move || jm.upload(&p, name, &bytes)).await?;
+    let (info, created) = blocking(move || jm.upload(&p, name, upload)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -12,12 +12,13 @@ use weir_core::NodeKind;
 use weir_runtime::{Runtime, RuntimeConfig};
 
 use crate::auth::{random_hex, Authenticator, Principal};
-use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary};
+use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary, Upload};
 use crate::config::{ClusterConfig, TenantConfig};
 use crate::error::{ClusterError, ErrorKind};
 use crate::job::*;
 use crate::taskmanager::{
-    Deployment, JobOutcome, TaskManager, TaskManagerCommand, TaskManagerEvent, TaskManagerEventKind,
+    DeployedStateLimits, Deployment, JobOutcome, TaskManager, TaskManagerCommand, TaskManagerEvent,
+    TaskManagerEventKind,
 };
 use weir_worker::paths;
 
@@ -300,8 +301,8 @@ impl JobManager {
         }
         let components = ComponentStore::open(&data_dir.join("components"))?;
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let taskmanager =
-            TaskManager::start(events_tx).map_err(|e| io("cannot start the TaskManager", e))?;
+        let taskmanager = TaskManager::start(events_tx, config.server.state_memory_budget_bytes)
+            .map_err(|e| io("cannot start the TaskManager", e))?;
         let inner = Arc::new(Inner {
             auth: Authenticator::new(&config),
             config,
@@ -435,22 +436,31 @@ impl JobManager {
 
     // ---- components ------------------------------------------------------------------
 
-    /// Checks and stores a component; `true` when it was new.
+    /// Starts receiving a component from `p`: a temporary file that takes at most the
+    /// tenant's `max_component_bytes`.
+    pub fn begin_upload(&self, p: &Principal) -> Result<Upload, ClusterError> {
+        let tenant = self.tenant_of(p)?;
+        self.inner
+            .components
+            .begin_upload(&tenant.name, tenant.max_component_bytes)
+    }
+
+    /// Checks and stores a received component; `true` when it was new.
     pub fn upload(
         &self,
         p: &Principal,
         name: Option<String>,
-        bytes: &[u8],
+        upload: Upload,
     ) -> Result<(ComponentInfo, bool), ClusterError> {
         let tenant = self.tenant_of(p)?;
-        if bytes.len() as u64 > tenant.max_component_bytes {
+        if upload.size() > tenant.max_component_bytes {
             return Err(too_large(tenant));
         }
         self.inner.components.add(
             &self.inner.runtime,
             &tenant.name,
             name,
-            bytes,
+            upload,
             &self.limits(tenant),
         )
     }
@@ -525,13 +535,6 @@ impl JobManager {
                 )))
             }
         };
-        if tenant.max_state_bytes.is_some() && req.checkpoint_interval_ms.is_none() {
-            return Err(ClusterError::bad_request(format!(
-                "tenant '{}' has a max_state_bytes quota, measured at checkpoints: set \
-                 checkpoint_interval_ms",
-                tenant.name
-            )));
-        }
         if req.checkpoint_interval_ms.is_some_and(|ms| ms < 10) {
             return Err(ClusterError::bad_request(
                 "checkpoint_interval_ms must be at least 10",
@@ -635,6 +638,11 @@ impl JobManager {
             restart_attempts,
             allowed_paths: tenant.allowed_paths.clone(),
             resume,
+            state_limits: DeployedStateLimits {
+                job_bytes: tenant.max_state_bytes,
+                tenant_bytes: tenant.max_total_state_bytes,
+                value_bytes: tenant.max_state_value_bytes,
+            },
         };
         let now = now_ms();
         let mut record = JobRecord {
@@ -1091,20 +1099,6 @@ impl JobManager {
                     // (the TaskManager takes another: the request is still pending there).
                     let began = s.completed_ms - s.duration_ms as i64;
                     j.settle_triggers_before(false, Ok(&s.location), began);
-                }
-                if let Some(max) = j.tenant.max_state_bytes {
-                    if s.state_bytes > max && j.quota_failure.is_none() {
-                        let cause = format!(
-                            "the job's state ({} bytes at checkpoint {}) exceeds tenant '{}''s max_state_bytes ({max})",
-                            s.state_bytes, s.id, j.tenant.name
-                        );
-                        tracing::warn!(job = %j.id, %cause, "quota exceeded");
-                        j.quota_failure = Some(cause);
-                        j.apply(Transition::Cancel);
-                        self.inner
-                            .taskmanager
-                            .send(TaskManagerCommand::Cancel { job: j.id.clone() });
-                    }
                 }
             }
             TaskManagerEventKind::SnapshotFailed {

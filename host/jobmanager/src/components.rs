@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 use weir_runtime::{JobComponent, Runtime};
 
@@ -108,6 +109,8 @@ pub struct ComponentStore {
     dir: PathBuf,
     /// By `(tenant, id)`.
     known: Mutex<BTreeMap<(String, String), ComponentInfo>>,
+    /// Uploads being checked (compiled) at once.
+    checks: Permits,
 }
 
 impl ComponentStore {
@@ -121,6 +124,11 @@ impl ComponentStore {
                 continue;
             }
             for file in read_dir(&tenant)? {
+                if is_leftover(&file) {
+                    // An upload or a write cut short by a crash.
+                    let _ = std::fs::remove_file(&file);
+                    continue;
+                }
                 if file.extension().is_some_and(|e| e == "json") {
                     let info: Option<ComponentInfo> = std::fs::read(&file)
                         .ok()
@@ -139,23 +147,59 @@ impl ComponentStore {
         Ok(ComponentStore {
             dir: dir.to_path_buf(),
             known: Mutex::new(known),
+            checks: Permits::new(CONCURRENT_CHECKS),
         })
     }
 
-    /// Checks and stores `bytes` for `tenant`: it must be a job component of a supported WIT
-    /// version whose plan can be asked for. Uploading the same bytes again answers the
-    /// component already stored.
+    /// Starts receiving an upload for `tenant`, at most `limit` bytes: a temporary file in
+    /// the tenant's directory, removed unless [`ComponentStore::add`] keeps it.
+    pub fn begin_upload(&self, tenant: &str, limit: u64) -> Result<Upload, ClusterError> {
+        let dir = self.dir.join(tenant);
+        let io =
+            |e: std::io::Error| ClusterError::internal(format!("cannot receive a component: {e}"));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let path = dir.join(format!("{UPLOAD_PREFIX}{}", crate::auth::random_hex(8)));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
+        Ok(Upload {
+            path,
+            file: Some(std::io::BufWriter::with_capacity(256 << 10, file)),
+            hasher: Sha256::new(),
+            size: 0,
+            limit,
+        })
+    }
+
+    /// Checks and stores an upload for `tenant`: it must be a job component of a supported
+    /// WIT version whose plan can be asked for. Uploading the same bytes again answers the
+    /// component already stored. Whatever the outcome, the upload's temporary file is gone
+    /// afterwards (kept as the component's bytes, or removed).
     pub fn add(
         &self,
         runtime: &Runtime,
         tenant: &str,
         name: Option<String>,
-        bytes: &[u8],
+        upload: Upload,
         limits: &weir_runtime::RuntimeConfig,
     ) -> Result<(ComponentInfo, bool), ClusterError> {
+        let received = upload.finish()?;
+        let id = received.sha256[..16].to_string();
+        if let Some(info) = self.get(tenant, &id) {
+            return Ok((info, false));
+        }
+        // Checking compiles the component: bytes in memory, a few at a time whatever the
+        // number of uploads in flight.
+        let _permit = self.checks.acquire();
+        let bytes = std::fs::read(&received.path).map_err(|e| {
+            ClusterError::internal(format!("cannot read a received component: {e}"))
+        })?;
         let component = runtime
-            .load(bytes)
+            .load(&bytes)
             .map_err(|e| ClusterError::invalid_component(e.to_string()))?;
+        drop(bytes);
         let sha256 = component.digest();
         // Its plan runs in the tenant's sandbox; a component refused is not kept compiled.
         let component = component.with_limits(limits.clone());
@@ -165,10 +209,6 @@ impl ComponentStore {
             }
             ClusterError::invalid_component(e)
         };
-        let id = sha256[..16].to_string();
-        if let Some(info) = self.get(tenant, &id) {
-            return Ok((info, false));
-        }
         let (plan, plan_note) = match component.plan(&[], 1) {
             Ok(graph) => (Some(PlanSummary::of(&graph)), None),
             // The guest answered: it needs arguments, say. Its code runs.
@@ -182,7 +222,7 @@ impl ComponentStore {
             tenant: tenant.to_string(),
             name,
             sha256,
-            size: bytes.len() as u64,
+            size: received.size,
             uploaded_ms: now_ms(),
             plan,
             plan_note,
@@ -190,9 +230,10 @@ impl ComponentStore {
         let dir = self.dir.join(tenant);
         let io =
             |e: std::io::Error| ClusterError::internal(format!("cannot store a component: {e}"));
-        std::fs::create_dir_all(&dir).map_err(io)?;
         // Bytes first, the record last: a record always has its bytes.
-        write_atomic(&dir.join(format!("{id}.wasm")), bytes).map_err(io)?;
+        received
+            .keep_as(&dir.join(format!("{id}.wasm")))
+            .map_err(io)?;
         let record = serde_json::to_vec_pretty(&info).expect("serializable");
         write_atomic(&dir.join(format!("{id}.json")), &record).map_err(io)?;
         self.known
@@ -264,8 +305,156 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, ClusterError> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // A name of its own: two uploads of the same bytes may write at once.
     let tmp = path.with_extension(format!("tmp-{}", crate::auth::random_hex(8)));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        // A full disk, say: leave nothing behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Temporary files' names: uploads in flight and atomic writes.
+const UPLOAD_PREFIX: &str = ".upload-";
+
+fn is_leftover(file: &Path) -> bool {
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with(UPLOAD_PREFIX) || name.contains(".tmp-")
+}
+
+/// Uploads checked at once; the others wait (each holds its component's bytes while it is
+/// compiled).
+const CONCURRENT_CHECKS: usize = 2;
+
+/// A component being received: a temporary file that is removed when this is dropped, unless
+/// it was kept as a component's bytes.
+pub struct Upload {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    hasher: Sha256,
+    size: u64,
+    limit: u64,
+}
+
+impl Upload {
+    /// Appends bytes; refused (and nothing more is written) past the limit.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        use std::io::Write as _;
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            self.file = None;
+            return Err(UploadError::TooLarge { limit: self.limit });
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or(UploadError::TooLarge { limit: self.limit })?;
+        self.hasher.update(chunk);
+        file.write_all(chunk).map_err(UploadError::Io)
+    }
+
+    /// Bytes received so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn finish(mut self) -> Result<Received, ClusterError> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| ClusterError::internal("an upload was finished twice"))?;
+        file.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ClusterError::internal(format!("cannot receive a component: {e}")))?;
+        let sha256 = weir_core::digest_to_hex(&std::mem::take(&mut self.hasher).finalize().into());
+        Ok(Received {
+            path: std::mem::take(&mut self.path),
+            size: self.size,
+            sha256,
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.file = None;
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Why an upload's bytes were not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Past the tenant's limit.
+    #[error("the upload is larger than the limit ({limit} bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The disk refused them (full, say).
+    #[error("cannot store the upload: {0}")]
+    Io(std::io::Error),
+}
+
+/// A complete upload, its file removed when dropped unless kept.
+struct Received {
+    path: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+impl Received {
+    fn keep_as(mut self, path: &Path) -> std::io::Result<()> {
+        let from = std::mem::take(&mut self.path);
+        let renamed = std::fs::rename(&from, path);
+        if renamed.is_err() {
+            let _ = std::fs::remove_file(&from);
+        }
+        renamed
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A counting semaphore for blocking threads.
+struct Permits {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Permits {
+    fn new(n: usize) -> Self {
+        Permits {
+            free: Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().expect("not poisoned");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("not poisoned");
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("not poisoned") += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Wall-clock time, ms since the epoch.

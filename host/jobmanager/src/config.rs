@@ -65,6 +65,21 @@ pub struct ServerConfig {
     pub savepoint_on_shutdown: bool,
     /// Largest request body other than an upload (`WEIR_MAX_REQUEST_BYTES`).
     pub max_request_bytes: usize,
+    /// A client has this long to send a request's headers, and an idle connection is
+    /// closed after it (`WEIR_HEADER_READ_TIMEOUT_MS`).
+    pub header_read_timeout_ms: u64,
+    /// A request's body may pause this long between two pieces (`WEIR_BODY_READ_TIMEOUT_MS`).
+    pub body_read_timeout_ms: u64,
+    /// HTTP connections open at once (`WEIR_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// On shutdown, requests in progress have this long to finish (`WEIR_SHUTDOWN_GRACE_MS`).
+    pub shutdown_grace_ms: u64,
+    /// On shutdown, jobs have this long to stop with savepoints before they are cancelled
+    /// (`WEIR_SHUTDOWN_TIMEOUT_MS`).
+    pub shutdown_timeout_ms: u64,
+    /// Keyed state all jobs together may hold in memory; a job whose state would take more
+    /// fails (`WEIR_STATE_MEMORY_BUDGET_BYTES`; default: half the machine's memory).
+    pub state_memory_budget_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +93,12 @@ impl Default for ServerConfig {
             max_call_output_bytes: 64 << 20,
             savepoint_on_shutdown: true,
             max_request_bytes: 1 << 20,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 1024,
+            shutdown_grace_ms: 5_000,
+            shutdown_timeout_ms: 60_000,
+            state_memory_budget_bytes: physical_memory().map_or(4 << 30, |m| m / 2),
         }
     }
 }
@@ -87,6 +108,14 @@ impl ServerConfig {
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
     }
+}
+
+/// The machine's memory (Linux), bytes.
+fn physical_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// `[[tenants]]`: one tenant, its token (as a hash) and its quotas.
@@ -109,9 +138,16 @@ pub struct TenantConfig {
     /// Largest linear memory of one of its guest instances.
     #[serde(default = "defaults::max_instance_memory_bytes")]
     pub max_instance_memory_bytes: u64,
-    /// Largest keyed state of one of its jobs, as its checkpoints measure it (none: no limit).
-    #[serde(default)]
-    pub max_state_bytes: Option<u64>,
+    /// Largest keyed state of one of its jobs, enforced as the state grows (and checked in
+    /// each checkpoint).
+    #[serde(default = "defaults::max_state_bytes")]
+    pub max_state_bytes: u64,
+    /// Largest keyed state of all its jobs together.
+    #[serde(default = "defaults::max_total_state_bytes")]
+    pub max_total_state_bytes: u64,
+    /// Largest single state value (a map entry: user key and value) its jobs may write.
+    #[serde(default = "defaults::max_state_value_bytes")]
+    pub max_state_value_bytes: u64,
     /// The only directories its file sources and sinks may use.
     #[serde(default)]
     pub allowed_paths: Vec<PathBuf>,
@@ -129,6 +165,15 @@ mod defaults {
     }
     pub fn max_instance_memory_bytes() -> u64 {
         64 << 20
+    }
+    pub fn max_state_bytes() -> u64 {
+        256 << 20
+    }
+    pub fn max_total_state_bytes() -> u64 {
+        1 << 30
+    }
+    pub fn max_state_value_bytes() -> u64 {
+        4 << 20
     }
 }
 
@@ -183,7 +228,9 @@ impl ClusterConfig {
                 max_slots: config.server.slots,
                 max_component_bytes: defaults::max_component_bytes(),
                 max_instance_memory_bytes: 512 << 20,
-                max_state_bytes: None,
+                max_state_bytes: 4 << 30,
+                max_total_state_bytes: 16 << 30,
+                max_state_value_bytes: defaults::max_state_value_bytes(),
                 allowed_paths: vec![here],
             });
         }
@@ -196,8 +243,16 @@ impl ClusterConfig {
         if self.server.slots == 0 {
             return invalid("server.slots must be at least 1".into());
         }
-        if self.server.call_timeout_ms == 0 {
-            return invalid("server.call_timeout_ms must be at least 1".into());
+        let positive = [
+            ("call_timeout_ms", self.server.call_timeout_ms),
+            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("max_connections", self.server.max_connections as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(format!("server.{key} must be at least 1"));
+            }
         }
         let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if let Some(h) = &self.server.admin_token_sha256 {
@@ -287,6 +342,28 @@ impl ServerConfig {
             &mut self.savepoint_on_shutdown,
         )?;
         parse(env, "WEIR_MAX_REQUEST_BYTES", &mut self.max_request_bytes)?;
+        parse(
+            env,
+            "WEIR_HEADER_READ_TIMEOUT_MS",
+            &mut self.header_read_timeout_ms,
+        )?;
+        parse(
+            env,
+            "WEIR_BODY_READ_TIMEOUT_MS",
+            &mut self.body_read_timeout_ms,
+        )?;
+        parse(env, "WEIR_MAX_CONNECTIONS", &mut self.max_connections)?;
+        parse(env, "WEIR_SHUTDOWN_GRACE_MS", &mut self.shutdown_grace_ms)?;
+        parse(
+            env,
+            "WEIR_SHUTDOWN_TIMEOUT_MS",
+            &mut self.shutdown_timeout_ms,
+        )?;
+        parse(
+            env,
+            "WEIR_STATE_MEMORY_BUDGET_BYTES",
+            &mut self.state_memory_budget_bytes,
+        )?;
         if let Some(h) = env("WEIR_ADMIN_TOKEN_SHA256") {
             self.admin_token_sha256 = Some(h);
         }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_runtime::JobComponent;
+use weir_state::{Measure, StateAccount};
 use weir_worker::{
     CheckpointConfig, CheckpointMode, JobError, JobEvent, JobOptions, OperatorProgress,
-    RestartStrategy, StateBackendKind,
+    RestartStrategy, StateBackendKind, StateLimits,
 };
 
 /// Everything a TaskManager needs to run a job.
@@ -46,6 +47,19 @@ pub struct Deployment {
     pub allowed_paths: Vec<std::path::PathBuf>,
     /// Continue from the latest completed checkpoint under the job's checkpoint directory.
     pub resume: bool,
+    /// Limits on the job's keyed state.
+    pub state_limits: DeployedStateLimits,
+}
+
+/// Limits on a job's keyed state, enforced by the TaskManager as the state grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployedStateLimits {
+    /// The job's state.
+    pub job_bytes: u64,
+    /// All the state of its tenant's jobs on this TaskManager.
+    pub tenant_bytes: u64,
+    /// One value (a map entry: user key and value).
+    pub value_bytes: u64,
 }
 
 /// JobManager → TaskManager.
@@ -149,12 +163,17 @@ pub struct TaskManager {
 }
 
 impl TaskManager {
-    /// Starts a TaskManager that reports to `events`.
-    pub fn start(events: Sender<TaskManagerEvent>) -> std::io::Result<TaskManager> {
+    /// Starts a TaskManager that reports to `events`, whose jobs' keyed state may hold at
+    /// most `state_memory_budget` bytes of memory together.
+    pub fn start(
+        events: Sender<TaskManagerEvent>,
+        state_memory_budget: u64,
+    ) -> std::io::Result<TaskManager> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let accounts = StateAccounts::new(state_memory_budget);
         std::thread::Builder::new()
             .name("weir-taskmanager".into())
-            .spawn(move || serve(rx, events))?;
+            .spawn(move || serve(rx, events, accounts))?;
         Ok(TaskManager { commands: tx })
     }
 
@@ -164,7 +183,56 @@ impl TaskManager {
     }
 }
 
-fn serve(commands: Receiver<TaskManagerCommand>, events: Sender<TaskManagerEvent>) {
+/// What this TaskManager's jobs' keyed state is charged to: its memory budget and each
+/// tenant's total.
+struct StateAccounts {
+    memory: Arc<StateAccount>,
+    tenants: HashMap<String, Arc<StateAccount>>,
+}
+
+impl StateAccounts {
+    fn new(budget: u64) -> Self {
+        StateAccounts {
+            memory: StateAccount::new(
+                "the server's state memory budget (state_memory_budget_bytes)",
+                budget,
+                Measure::Memory,
+            ),
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// The accounts of a job about to be deployed.
+    fn for_job(&mut self, d: &Deployment) -> StateLimits {
+        let limits = d.state_limits;
+        let tenant = self
+            .tenants
+            .entry(d.tenant.clone())
+            .or_insert_with(|| {
+                StateAccount::new(
+                    format!("tenant '{}''s max_total_state_bytes", d.tenant),
+                    limits.tenant_bytes,
+                    Measure::Total,
+                )
+            })
+            .clone();
+        let job = StateAccount::new(
+            format!("tenant '{}''s max_state_bytes per job", d.tenant),
+            limits.job_bytes,
+            Measure::Total,
+        );
+        StateLimits {
+            accounts: vec![job, tenant, self.memory.clone()],
+            max_value: limits.value_bytes,
+        }
+    }
+}
+
+fn serve(
+    commands: Receiver<TaskManagerCommand>,
+    events: Sender<TaskManagerEvent>,
+    mut accounts: StateAccounts,
+) {
     let running: Arc<Mutex<HashMap<String, Controls>>> = Arc::default();
     for command in commands {
         match command {
@@ -176,7 +244,10 @@ fn serve(commands: Receiver<TaskManagerCommand>, events: Sender<TaskManagerEvent
                     drain: Arc::default(),
                 };
                 let options = match options(&d, &controls) {
-                    Ok(o) => o,
+                    Ok(mut o) => {
+                        o.state_limits = accounts.for_job(&d);
+                        o
+                    }
                     Err(e) => {
                         let _ = events.send(TaskManagerEvent {
                             job: d.job.clone(),

@@ -138,6 +138,30 @@ impl GuestChain {
         self.store.data_mut().backend.as_deref_mut()
     }
 
+    /// Charges the keyed state to `meter`'s limits from now on (what it holds already at
+    /// once: a restored state over a limit fails here).
+    pub fn set_state_meter(&mut self, meter: weir_state::StateMeter) -> Result<(), GuestError> {
+        self.store.data_mut().meter = meter;
+        self.charge_state()
+    }
+
+    /// Charges what the keyed state holds now (after the host applied a batch's writes).
+    pub fn charge_state(&mut self) -> Result<(), GuestError> {
+        let data = self.store.data_mut();
+        match data.charge_state() {
+            Ok(()) => Ok(()),
+            Err(_) => Err(GuestError::StateLimit {
+                operator: self.label.clone(),
+                error: data.state_limit.take().expect("a refusal names its limit"),
+            }),
+        }
+    }
+
+    /// The largest state value (or map entry) the chain may write.
+    pub fn max_state_value(&self) -> u64 {
+        self.store.data().meter.max_value()
+    }
+
     /// The task label used in errors and logs.
     pub fn label(&self) -> &str {
         &self.label
@@ -194,6 +218,12 @@ impl GuestChain {
     fn trap(&mut self, e: wasmtime::Error) -> GuestError {
         if std::mem::take(&mut self.store.data_mut().interrupted) {
             return GuestError::Interrupted;
+        }
+        if let Some(error) = self.store.data_mut().state_limit.take() {
+            return GuestError::StateLimit {
+                operator: self.label.clone(),
+                error,
+            };
         }
         let (operator, message) = describe_trap(&mut self.store, &e, self.timeout, &self.label);
         GuestError::Trap { operator, message }

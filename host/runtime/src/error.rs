@@ -69,6 +69,15 @@ pub enum GuestError {
     /// failed).
     #[error("interrupted: the job is stopping")]
     Interrupted,
+    /// The job's keyed state went over a limit (the job's, its tenant's, the server's, or
+    /// one value's). Restarting would not help.
+    #[error("operator '{operator}': {error}")]
+    StateLimit {
+        /// uid of the chain's head.
+        operator: String,
+        /// Which limit.
+        error: weir_state::StateLimitExceeded,
+    },
     /// The guest returned a malformed frame.
     #[error("operator '{operator}': {error}")]
     Frame {

@@ -29,6 +29,10 @@ pub(crate) struct TaskData {
     pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The last trap was such an interruption.
     pub interrupted: bool,
+    /// Charges the keyed state's growth to the job's, tenant's and server's limits.
+    pub meter: weir_state::StateMeter,
+    /// The last trap was a state limit.
+    pub state_limit: Option<weir_state::StateLimitExceeded>,
 }
 
 impl TaskData {
@@ -61,7 +65,30 @@ impl TaskData {
             throttled: std::time::Duration::ZERO,
             interrupt: None,
             interrupted: false,
+            meter: weir_state::StateMeter::unlimited(),
+            state_limit: None,
         }
+    }
+
+    /// Charges what the keyed state holds now; over a limit, the call traps (and the job
+    /// fails naming the limit).
+    pub(crate) fn charge_state(&mut self) -> wasmtime::Result<()> {
+        let Some(backend) = self.backend.as_deref() else {
+            return Ok(());
+        };
+        let size = backend.size();
+        self.meter.update(size).map_err(|e| self.refuse(e))
+    }
+
+    /// Refuses a value (a map entry: its user key and value) over the value limit.
+    fn check_value(&mut self, size: usize) -> wasmtime::Result<()> {
+        self.meter.check_value(size).map_err(|e| self.refuse(e))
+    }
+
+    fn refuse(&mut self, e: weir_state::StateLimitExceeded) -> wasmtime::Error {
+        let error = wasmtime::format_err!("{e}");
+        self.state_limit = Some(e);
+        error
     }
 
     fn backend(&mut self, key: &[u8]) -> wasmtime::Result<(&mut dyn KeyedStateBackend, u32)> {
@@ -188,9 +215,10 @@ impl Host for TaskData {
 
     fn list_add(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         self.check_state(state, List)?;
+        self.check_value(value.len())?;
         let (b, kg) = self.backend(&key)?;
         b.list_add(state, kg, &key, &value);
-        Ok(())
+        self.charge_state()
     }
 
     fn list_clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
@@ -219,9 +247,10 @@ impl Host for TaskData {
         value: Vec<u8>,
     ) -> wasmtime::Result<()> {
         self.check_state(state, Map)?;
+        self.check_value(user_key.len() + value.len())?;
         let (b, kg) = self.backend(&key)?;
         b.map_put(state, kg, &key, &user_key, &value);
-        Ok(())
+        self.charge_state()
     }
 
     fn map_remove(&mut self, state: u32, key: Vec<u8>, user_key: Vec<u8>) -> wasmtime::Result<()> {

@@ -21,6 +21,8 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("weir-rest")
         .build()
         .context("cannot start the REST runtime")?;
+    let limits = weir_api::HttpLimits::of(&jm.config().server);
+    let shutdown_timeout = Duration::from_millis(jm.config().server.shutdown_timeout_ms);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -37,14 +39,20 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        axum::serve(listener, weir_api::router(jm.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the REST server failed")
+        weir_api::serve(
+            listener,
+            weir_api::router(jm.clone()),
+            limits,
+            shutdown_signal(),
+        )
+        .await;
+        anyhow::Ok(())
     })?;
+    // Work still running on the REST runtime (an upload being checked, say) is not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     eprintln!("shutting down: stopping jobs");
     let shutdown_ms = weir_jobmanager::components::now_ms();
-    jm.shutdown(Duration::from_secs(60));
+    jm.shutdown(shutdown_timeout);
     let admin = weir_jobmanager::Principal::Admin;
     for job in jm.jobs_overview(&admin) {
         if let Ok(Some(savepoint)) = jm.job(&admin, &job.id).map(|j| j.savepoint) {

@@ -22,12 +22,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod budget;
 mod memory;
 mod rocks;
 pub mod snapshot;
 mod timers;
 mod ttl;
 
+pub use budget::{Measure, StateAccount, StateLimitExceeded, StateMeter};
 pub use memory::MemoryStateBackend;
 pub use rocks::{NativeCheckpoint, RocksDbError, RocksDbStateBackend};
 pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
@@ -157,6 +159,10 @@ pub trait KeyedStateBackend: Send {
     /// The earliest timer of `domain`, if any.
     fn next_timer(&self, domain: TimeDomain) -> Option<i64>;
 
+    /// What the state holds now (keys, values, timers and an estimate of their overhead).
+    /// Cheap enough to ask after every write.
+    fn size(&self) -> StateSize;
+
     /// Writes every entry and timer into `w`, one section per non-empty key group in
     /// ascending order (see [`snapshot`]).
     fn export(&self, w: &mut SnapshotWriter);
@@ -169,6 +175,16 @@ pub trait KeyedStateBackend: Send {
     fn as_rocksdb(&self) -> Option<&RocksDbStateBackend> {
         None
     }
+}
+
+/// How much a backend holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// All of it, wherever it lives.
+    pub total: u64,
+    /// The part on the heap (all of it for the memory backend; RocksDB's write cache and
+    /// memtables).
+    pub memory: u64,
 }
 
 /// A value, a list and a map state (`v`, `l`, `m`), for the backends' tests.

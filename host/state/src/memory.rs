@@ -9,7 +9,9 @@ use smallvec::SmallVec;
 use weir_core::{KeyGroupRange, StateDescriptor};
 
 use crate::timers::Timers;
-use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer, ValueHint};
+use crate::{
+    KeyedStateBackend, SnapshotWriter, StateIndex, StateSize, TimeDomain, Timer, ValueHint,
+};
 
 /// Keys and values up to 16 bytes live inline in the hash table: no pointer to chase on
 /// lookup, no allocation on insert.
@@ -37,6 +39,16 @@ pub struct MemoryStateBackend {
     hasher: DefaultHashBuilder,
     /// Bumped whenever a value entry is inserted or removed (which may move others).
     generation: u64,
+    /// What the entries hold, as [`crate::StateSize`] counts it (timers apart).
+    bytes: u64,
+}
+
+/// What an entry costs besides its bytes: the table's slot, vectors' headers, the tree's
+/// share for map entries. An estimate, so that many tiny entries are not free.
+const ENTRY_OVERHEAD: u64 = 48;
+
+fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64 + ENTRY_OVERHEAD
 }
 
 impl MemoryStateBackend {
@@ -55,6 +67,7 @@ impl MemoryStateBackend {
             timers: Timers::default(),
             hasher: DefaultHashBuilder::default(),
             generation: 0,
+            bytes: 0,
         }
     }
 
@@ -136,19 +149,25 @@ impl KeyedStateBackend for MemoryStateBackend {
         let generation = self.generation;
         let hasher = self.hasher.clone();
         let table = &mut self.group_mut(key_group).values[state as usize];
+        let replace = |v: &mut Inline| -> u64 {
+            let old = v.len() as u64;
+            v.clear();
+            v.extend_from_slice(value);
+            old
+        };
         if let Some(h) = hint.filter(|h| h.generation == generation) {
             if let Some((k, v)) = table.get_bucket_mut(h.position) {
                 if k.as_slice() == key {
-                    v.clear();
-                    v.extend_from_slice(value);
+                    let old = replace(v);
+                    self.bytes = self.bytes - old + value.len() as u64;
                     return;
                 }
             }
         }
         let hash = hasher.hash_one(key);
         if let Some((_, v)) = table.find_mut(hash, |(k, _)| k.as_slice() == key) {
-            v.clear();
-            v.extend_from_slice(value);
+            let old = replace(v);
+            self.bytes = self.bytes - old + value.len() as u64;
             return;
         }
         table.insert_unique(
@@ -156,6 +175,7 @@ impl KeyedStateBackend for MemoryStateBackend {
             (Inline::from_slice(key), Inline::from_slice(value)),
             |(k, _)| hasher.hash_one(k.as_slice()),
         );
+        self.bytes += entry_bytes(key, value);
         self.generation += 1;
     }
 
@@ -163,7 +183,8 @@ impl KeyedStateBackend for MemoryStateBackend {
         let hash = self.hasher.hash_one(key);
         let table = &mut self.group_mut(key_group).values[state as usize];
         if let Ok(entry) = table.find_entry(hash, |(k, _)| k.as_slice() == key) {
-            entry.remove();
+            let ((k, v), _) = entry.remove();
+            self.bytes -= entry_bytes(&k, &v);
             self.generation += 1;
         }
     }
@@ -176,14 +197,25 @@ impl KeyedStateBackend for MemoryStateBackend {
     }
 
     fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
-        self.group_mut(key_group).lists[state as usize]
-            .entry(Inline::from_slice(key))
-            .or_default()
-            .push(value.to_vec());
+        let lists = &mut self.group_mut(key_group).lists[state as usize];
+        let added = match lists.get_mut(key) {
+            Some(items) => {
+                items.push(value.to_vec());
+                entry_bytes(&[], value)
+            }
+            None => {
+                lists.insert(Inline::from_slice(key), vec![value.to_vec()]);
+                entry_bytes(key, &[]) + entry_bytes(&[], value)
+            }
+        };
+        self.bytes += added;
     }
 
     fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.group_mut(key_group).lists[state as usize].remove(key);
+        if let Some(items) = self.group_mut(key_group).lists[state as usize].remove(key) {
+            let held: u64 = items.iter().map(|v| entry_bytes(&[], v)).sum();
+            self.bytes -= entry_bytes(key, &[]) + held;
+        }
     }
 
     fn map_get(
@@ -207,20 +239,40 @@ impl KeyedStateBackend for MemoryStateBackend {
         user_key: &[u8],
         value: &[u8],
     ) {
-        self.group_mut(key_group).maps[state as usize]
-            .entry(Inline::from_slice(key))
-            .or_default()
-            .insert(user_key.to_vec(), value.to_vec());
+        let maps = &mut self.group_mut(key_group).maps[state as usize];
+        let mut added = 0;
+        let m = match maps.get_mut(key) {
+            Some(m) => m,
+            None => {
+                added += entry_bytes(key, &[]);
+                maps.entry(Inline::from_slice(key)).or_default()
+            }
+        };
+        match m.insert(user_key.to_vec(), value.to_vec()) {
+            Some(old) => {
+                added = added
+                    .wrapping_add(value.len() as u64)
+                    .wrapping_sub(old.len() as u64)
+            }
+            None => added += entry_bytes(user_key, value),
+        }
+        // (`added` may wrap for a smaller value: the sum comes out right.)
+        self.bytes = self.bytes.wrapping_add(added);
     }
 
     fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
         let maps = &mut self.group_mut(key_group).maps[state as usize];
+        let mut freed = 0;
         if let Some(m) = maps.get_mut(key) {
-            m.remove(user_key);
+            if let Some(old) = m.remove(user_key) {
+                freed += entry_bytes(user_key, &old);
+            }
             if m.is_empty() {
                 maps.remove(key);
+                freed += entry_bytes(key, &[]);
             }
         }
+        self.bytes -= freed;
     }
 
     fn map_entries(
@@ -236,7 +288,10 @@ impl KeyedStateBackend for MemoryStateBackend {
     }
 
     fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.group_mut(key_group).maps[state as usize].remove(key);
+        if let Some(m) = self.group_mut(key_group).maps[state as usize].remove(key) {
+            let held: u64 = m.iter().map(|(uk, v)| entry_bytes(uk, v)).sum();
+            self.bytes -= entry_bytes(key, &[]) + held;
+        }
     }
 
     fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
@@ -253,6 +308,14 @@ impl KeyedStateBackend for MemoryStateBackend {
 
     fn next_timer(&self, domain: TimeDomain) -> Option<i64> {
         self.timers.next(domain)
+    }
+
+    fn size(&self) -> StateSize {
+        let bytes = self.bytes + self.timers.bytes();
+        StateSize {
+            total: bytes,
+            memory: bytes,
+        }
     }
 
     fn export(&self, w: &mut SnapshotWriter) {
@@ -297,6 +360,38 @@ impl KeyedStateBackend for MemoryStateBackend {
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn size_follows_every_write_and_returns_to_zero() {
+        let mut b = MemoryStateBackend::new(crate::test_descriptors(), KeyGroupRange::new(0, 4));
+        let size = |b: &MemoryStateBackend| b.size().total;
+        b.put_value(0, 1, b"k", &[0; 100]);
+        let one = size(&b);
+        assert!(one >= 101, "{one}");
+        // Overwriting changes the size by the difference, hinted or not.
+        b.put_value(0, 1, b"k", &[0; 10]);
+        assert_eq!(size(&b), one - 90);
+        let hint = b.with_value_hinted(0, 1, b"k", &mut |_| {});
+        assert!(hint.is_some());
+        b.put_value_hinted(hint, 0, 1, b"k", &[0; 100]);
+        assert_eq!(size(&b), one);
+        b.list_add(1, 2, b"l", &[0; 1000]);
+        b.list_add(1, 2, b"l", &[0; 1000]);
+        b.map_put(2, 3, b"m", b"a", &[0; 500]);
+        b.map_put(2, 3, b"m", b"a", &[0; 50]);
+        b.map_put(2, 3, b"m", b"b", &[0; 5]);
+        b.register_timer(TimeDomain::EventTime, 1, b"k", 10);
+        b.register_timer(TimeDomain::EventTime, 1, b"k", 10);
+        assert!(size(&b) > one + 2000 + 55, "{}", size(&b));
+        b.clear_value(0, 1, b"k");
+        b.list_clear(1, 2, b"l");
+        b.map_remove(2, 3, b"m", b"a");
+        b.map_clear(2, 3, b"m");
+        let mut due = Vec::new();
+        b.pop_due_timers(TimeDomain::EventTime, 10, &mut due);
+        assert_eq!(due.len(), 1);
+        assert_eq!(b.size(), StateSize::default());
+    }
 
     fn backend() -> MemoryStateBackend {
         MemoryStateBackend::new(crate::test_descriptors(), KeyGroupRange::new(4, 8))

@@ -10,30 +10,53 @@ use crate::{TimeDomain, Timer};
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     sets: [BTreeSet<Timer>; 2],
+    /// What the timers hold, as [`crate::StateSize`] counts it.
+    bytes: u64,
+}
+
+/// What one timer costs besides its key: timestamp, key group, the key's header and the
+/// tree's share.
+const TIMER_OVERHEAD: u64 = 64;
+
+fn timer_bytes(key: &[u8]) -> u64 {
+    key.len() as u64 + TIMER_OVERHEAD
 }
 
 impl Timers {
     pub(crate) fn register(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
-        self.sets[domain as usize].insert(Timer {
+        let added = self.sets[domain as usize].insert(Timer {
             timestamp: ts,
             key_group,
             key: key.to_vec(),
         });
+        if added {
+            self.bytes += timer_bytes(key);
+        }
     }
 
     pub(crate) fn delete(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
-        self.sets[domain as usize].remove(&Timer {
+        let removed = self.sets[domain as usize].remove(&Timer {
             timestamp: ts,
             key_group,
             key: key.to_vec(),
         });
+        if removed {
+            self.bytes -= timer_bytes(key);
+        }
     }
 
     pub(crate) fn pop_due(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
         let timers = &mut self.sets[domain as usize];
         while timers.first().is_some_and(|t| t.timestamp <= upto) {
-            out.push(timers.pop_first().expect("not empty"));
+            let t = timers.pop_first().expect("not empty");
+            self.bytes -= timer_bytes(&t.key);
+            out.push(t);
         }
+    }
+
+    /// Bytes the timers hold.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {

@@ -373,6 +373,10 @@ impl KeyedStateBackend for TtlBackend {
         self.inner.as_rocksdb()
     }
 
+    fn size(&self) -> crate::StateSize {
+        self.inner.size()
+    }
+
     fn end_batch(&mut self) {
         self.apply_deferred();
         self.inner.end_batch();

@@ -105,7 +105,10 @@ impl JobError {
     fn restartable(&self) -> bool {
         matches!(
             self,
-            JobError::Task { error, .. } if !matches!(error, TaskError::Cancelled)
+            JobError::Task { error, .. } if !matches!(
+                error,
+                TaskError::Cancelled | TaskError::Guest(GuestError::StateLimit { .. })
+            )
         ) || matches!(self, JobError::Checkpoint(_))
     }
 }
@@ -154,6 +157,26 @@ pub struct JobOptions {
     /// When set, file connectors may only use paths under these directories (checked with
     /// symlinks and `..` resolved, again at every start of the job's tasks).
     pub allowed_paths: Option<Arc<Vec<std::path::PathBuf>>>,
+    /// What every task's keyed state is charged to, and the largest value it may write.
+    pub state_limits: StateLimits,
+}
+
+/// The limits on a job's keyed state, enforced as it grows.
+#[derive(Debug, Clone)]
+pub struct StateLimits {
+    /// The job's, its tenant's, the server's.
+    pub accounts: Vec<Arc<weir_state::StateAccount>>,
+    /// The largest value (a map entry: user key and value) one write may store.
+    pub max_value: u64,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            accounts: Vec::new(),
+            max_value: u64::MAX,
+        }
+    }
 }
 
 /// Where keyed state lives; the guest cannot tell.
@@ -204,6 +227,7 @@ impl JobOptions {
             events: None,
             keep_running_if_stop_fails: false,
             allowed_paths: None,
+            state_limits: StateLimits::default(),
         }
     }
 
@@ -671,7 +695,7 @@ impl Attempt<'_> {
                         false => None,
                     };
                     let nodes: Vec<u32> = v.guest.iter().map(|&n| n as u32).collect();
-                    Some(component.open_chain(ChainSpec {
+                    let mut chain = component.open_chain(ChainSpec {
                         nodes: &nodes,
                         subtask: i,
                         parallelism: v.parallelism,
@@ -680,7 +704,13 @@ impl Attempt<'_> {
                         max_parallelism: max_p,
                         label: label.clone(),
                         interrupt: Some(cancel.clone()),
-                    })?)
+                    })?;
+                    let limits = &options.state_limits;
+                    chain.set_state_meter(weir_state::StateMeter::new(
+                        limits.accounts.clone(),
+                        limits.max_value,
+                    ))?;
+                    Some(chain)
                 };
                 let sink = match v.sink {
                     Some(s) => {

@@ -727,6 +727,7 @@ impl Task {
         };
         if !result.state_writes.is_empty() || !result.timer_ops.is_empty() {
             let keys = &self.builder;
+            let max_value = guest.max_state_value();
             let backend = guest
                 .backend_mut()
                 .ok_or_else(|| bad("wrote keyed state on an unkeyed stream".into()))?;
@@ -754,6 +755,15 @@ impl Task {
                     .copied()
                     .flatten();
                 match w.value {
+                    Some(v) if v.len() as u64 > max_value => {
+                        return Err(TaskError::Guest(GuestError::StateLimit {
+                            operator: label.clone(),
+                            error: weir_state::StateLimitExceeded::Value {
+                                size: v.len() as u64,
+                                limit: max_value,
+                            },
+                        }))
+                    }
                     Some(v) => backend.put_value_hinted(hint, w.state_index, kg, key, v),
                     None => backend.clear_value(w.state_index, kg, key),
                 }
@@ -784,6 +794,8 @@ impl Task {
         }
         if let Some(b) = guest.backend_mut() {
             b.end_batch();
+            // Over a limit, the job fails here, a batch's writes at most past it.
+            guest.charge_state()?;
         }
         if let (Some(ts), Some(g)) = (result.max_timestamp, self.generator.as_mut()) {
             g.observe(ts);

@@ -3,7 +3,8 @@
 //! `alloc` (allocates without bound), `stack` (unbounded recursion), `giant` (32 MiB of
 //! output from one call), `duplicate-uid` (an
 //! invalid plan), `unbounded` (never ends: an unbounded datagen into a file sink under
-//! `--arg output=DIR`), `none` (behaves).
+//! `--arg output=DIR`), `hoard` (never ends: writes a new 64 KiB map-state entry per record,
+//! 400 records/s), `big-value` (writes one value-state value of 8 MiB), `none` (behaves).
 
 use weir::prelude::*;
 
@@ -26,6 +27,45 @@ impl KeyedProcessFunction for FailingProcess {
     ) -> Result<()> {
         if r.seq == self.at {
             return Err(Error::msg(format!("refusing record {}", r.seq)));
+        }
+        ctx.emit(r.seq)
+    }
+}
+
+const HOARD: MapState<u64, Vec<u8>> = MapState::new("hoard", 1);
+const BIG: ValueState<Vec<u8>> = ValueState::new("big", 1);
+
+/// Keeps every record's 64 KiB under a new map entry, or one 8 MiB value per key.
+#[derive(Clone)]
+struct Hoard {
+    big: bool,
+}
+
+impl KeyedProcessFunction for Hoard {
+    type Key = u64;
+    type In = DatagenRecord;
+    type Out = u64;
+    const STATE: &'static [StateDescriptor] = &[HOARD.descriptor(), BIG.descriptor()];
+
+    fn process_element(
+        &mut self,
+        r: DatagenRecord,
+        ctx: &mut Context<'_, '_, u64, u64>,
+    ) -> Result<()> {
+        if self.big {
+            ctx.value(&BIG).set(&vec![1u8; 8 << 20])?;
+        } else {
+            // Incompressible, so that RocksDB's files grow as much as the heap would.
+            let mut x = r.seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let value: Vec<u8> = (0..(64 << 10) / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect();
+            ctx.map(&HOARD).put(&r.seq, &value)?;
         }
         ctx.emit(r.seq)
     }
@@ -75,6 +115,20 @@ fn build(env: &mut StreamEnv) -> Result<()> {
                 .uid("values")
                 .sink(Sink::file(env.arg("output")?))
                 .uid("sink");
+            return Ok(());
+        }
+        "hoard" | "big-value" => {
+            let records = match mode.as_str() {
+                "hoard" => env.datagen(Datagen::unbounded().rate(400).keys(10)),
+                _ => env.datagen(Datagen::bounded(1).keys(1)),
+            };
+            records
+                .key_by(|r: &DatagenRecord| r.key)
+                .process(Hoard {
+                    big: mode == "big-value",
+                })
+                .uid("hoard")
+                .sink(Sink::blackhole());
             return Ok(());
         }
         "print" => {
