@@ -14,6 +14,7 @@ cargo fmt --all -- --check
 if command -v node >/dev/null 2>&1; then
     echo "== web UI: node --check"
     node --check web-ui/app.js
+    node --check tests/ui/browser.mjs
 fi
 
 echo "== cargo clippy"

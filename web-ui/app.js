@@ -23,15 +23,48 @@ async function api(method, path, body, contentType) {
   const response = await fetch(path, { method, headers, body: payload });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
+    // The server's error body: {"error": {"code", "message"}}.
     const e = answer.error || {};
-    throw new Error(`${e.message || response.statusText} (${response.status} ${e.code || ""})`);
+    const error = new Error(`${e.message || response.statusText || "request failed"} (${response.status}${e.code ? ` ${e.code}` : ""})`);
+    error.status = response.status;
+    error.code = e.code;
+    throw error;
   }
   return answer;
 }
 
-function showError(e) {
+// Two kinds of errors: one from something the user did (an upload, a submit, a button) stays
+// until the user dismisses it or a later action succeeds; one from the background refresh is
+// shown only while refreshing keeps failing. An action's error wins.
+let actionError = null;
+let refreshError = null;
+
+function renderError() {
+  const e = actionError || refreshError;
   $("error").hidden = !e;
-  $("error").textContent = e ? String(e.message || e) : "";
+  $("error").dataset.kind = actionError ? "action" : refreshError ? "refresh" : "";
+  $("error-message").textContent = e ? String(e.message || e) : "";
+}
+
+function showError(e) {
+  actionError = e || null;
+  renderError();
+}
+
+function notice(text) {
+  $("notice").textContent = text || "";
+}
+
+// Runs a user action: its error stays shown; its success clears the last action's error.
+async function act(what) {
+  try {
+    const done = await what();
+    showError(null);
+    return done;
+  } catch (e) {
+    notice("");
+    showError(e);
+  }
 }
 
 function cell(row, text, className) {
@@ -48,52 +81,69 @@ function time(ms) {
 async function refresh() {
   if (!token) return;
   try {
-    const overview = await api("GET", "/v1/overview");
-    $("cluster").textContent = `v${overview.version} · ${overview.slots_free}/${overview.slots_total} slots free · tenants: ${overview.tenants.join(", ")}`;
-    const { jobs } = await api("GET", "/v1/jobs");
-    const body = $("jobs").tBodies[0];
-    body.replaceChildren();
-    for (const j of jobs) {
-      const row = body.insertRow();
-      row.className = "clickable";
-      row.onclick = () => { selected = j.id; refresh(); };
-      cell(row, j.id.slice(0, 12));
-      cell(row, j.name);
-      cell(row, j.state, `state-${j.state}`);
-      cell(row, j.tenant);
-      cell(row, j.slots);
-      cell(row, j.restarts);
-      cell(row, time(j.start_ms));
-    }
-    const { components } = await api("GET", "/v1/components");
-    const cbody = $("components").tBodies[0];
-    cbody.replaceChildren();
-    const select = $("component");
-    const previous = select.value;
-    select.replaceChildren();
-    for (const c of components) {
-      const row = cbody.insertRow();
-      cell(row, c.id);
-      cell(row, c.name);
-      cell(row, c.plan ? c.plan.job : c.plan_note);
-      cell(row, c.size);
-      const del = document.createElement("button");
-      del.textContent = "Delete";
-      del.onclick = async () => { try { await api("DELETE", `/v1/components/${c.id}`); refresh(); } catch (e) { showError(e); } };
-      row.insertCell().append(del);
-      select.add(new Option(`${c.name || c.id} (${c.id})`, c.id));
-    }
-    if (previous) select.value = previous;
-    if (selected) await showJob(selected);
-    showError(null);
+    await load();
+    refreshError = null;
   } catch (e) {
-    showError(e);
+    refreshError = e;
   }
+  renderError();
+}
+
+// Reads the overview, the jobs, the components and the selected job into the page.
+async function load() {
+  const overview = await api("GET", "/v1/overview");
+  $("cluster").textContent = `v${overview.version} · ${overview.slots_free}/${overview.slots_total} slots free · tenants: ${overview.tenants.join(", ")}`;
+  const { jobs } = await api("GET", "/v1/jobs");
+  const body = $("jobs").tBodies[0];
+  body.replaceChildren();
+  for (const j of jobs) {
+    const row = body.insertRow();
+    row.className = "clickable";
+    row.dataset.id = j.id;
+    row.title = j.id;
+    row.onclick = () => { selected = j.id; refresh(); };
+    cell(row, j.id.slice(0, 12));
+    cell(row, j.name);
+    cell(row, j.state, `state-${j.state}`);
+    cell(row, j.tenant);
+    cell(row, j.slots);
+    cell(row, j.restarts);
+    cell(row, time(j.start_ms));
+  }
+  const { components } = await api("GET", "/v1/components");
+  const cbody = $("components").tBodies[0];
+  cbody.replaceChildren();
+  const select = $("component");
+  const previous = select.value;
+  select.replaceChildren();
+  for (const c of components) {
+    const row = cbody.insertRow();
+    row.dataset.id = c.id;
+    cell(row, c.id);
+    cell(row, c.name);
+    cell(row, c.plan ? c.plan.job : c.plan_note);
+    cell(row, c.size);
+    const del = document.createElement("button");
+    del.textContent = "Delete";
+    del.type = "button";
+    del.onclick = () => act(async () => {
+      await api("DELETE", `/v1/components/${c.id}`);
+      notice(`Deleted component ${c.id}`);
+      await refresh();
+    });
+    row.insertCell().append(del);
+    select.add(new Option(`${c.name || c.id} (${c.id})`, c.id));
+  }
+  if ([...select.options].some((o) => o.value === previous)) select.value = previous;
+  if (selected) await showJob(selected);
+  $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
 async function showJob(id) {
   const j = await api("GET", `/v1/jobs/${id}`);
   $("job").hidden = false;
+  $("job").dataset.id = j.id;
+  $("job").dataset.state = j.state;
   $("job-title").textContent = `${j.name} (${j.id})`;
   $("job-summary").textContent = `${j.state} · tenant ${j.tenant} · ${j.slots} slots · ${j.restarts} restarts` +
     (j.failure ? ` · failure: ${j.failure}` : "") + (j.savepoint ? ` · savepoint: ${j.savepoint}` : "");
@@ -141,18 +191,36 @@ $("login").onsubmit = (e) => {
   token = $("token").value.trim();
   localStorage.setItem("weir-token", token);
   $("token").value = "";
+  showError(null);
   refresh();
 };
-$("savepoint").onclick = () => trigger(`/v1/jobs/${selected}/savepoints`).catch(showError);
-$("stop").onclick = () => trigger(`/v1/jobs/${selected}/stop`, { drain: false }).catch(showError);
-$("cancel").onclick = () => api("POST", `/v1/jobs/${selected}/cancel`).then(refresh).catch(showError);
-$("upload").onsubmit = async (e) => {
-  e.preventDefault();
-  const form = new FormData();
-  form.append("file", $("file").files[0]);
-  try { await api("POST", "/v1/components", form); refresh(); } catch (err) { showError(err); }
+$("error-dismiss").onclick = () => {
+  actionError = null;
+  refreshError = null;
+  renderError();
 };
-$("submit").onsubmit = async (e) => {
+$("savepoint").onclick = () => act(() => trigger(`/v1/jobs/${selected}/savepoints`));
+$("stop").onclick = () => act(() => trigger(`/v1/jobs/${selected}/stop`, { drain: false }));
+$("cancel").onclick = () => act(async () => {
+  await api("POST", `/v1/jobs/${selected}/cancel`);
+  await refresh();
+});
+$("upload").onsubmit = (e) => {
+  e.preventDefault();
+  const file = $("file").files[0];
+  if (!file) return showError(new Error("choose a .wasm file to upload"));
+  notice(`Uploading ${file.name}…`);
+  return act(async () => {
+    const form = new FormData();
+    form.append("file", file);
+    const c = await api("POST", "/v1/components", form);
+    notice(`Uploaded ${c.name || file.name} as component ${c.id}`);
+    await refresh();
+    // The new component is the one to submit next.
+    if ([...$("component").options].some((o) => o.value === c.id)) $("component").value = c.id;
+  });
+};
+$("submit").onsubmit = (e) => {
   e.preventDefault();
   const args = {};
   for (const line of $("args").value.split("\n")) {
@@ -162,7 +230,12 @@ $("submit").onsubmit = async (e) => {
   const request = { component: $("component").value, parallelism: Number($("parallelism").value), args, state_backend: $("backend").value };
   if ($("interval").value) request.checkpoint_interval_ms = Number($("interval").value);
   if ($("from").value) request.from_savepoint = $("from").value;
-  try { const j = await api("POST", "/v1/jobs", request); selected = j.id; refresh(); } catch (err) { showError(err); }
+  return act(async () => {
+    const j = await api("POST", "/v1/jobs", request);
+    selected = j.id;
+    notice(`Submitted job ${j.id}`);
+    await refresh();
+  });
 };
 
 refresh();
