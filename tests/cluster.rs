@@ -18,6 +18,7 @@ const ACME: &str = "acme-token";
 const GLOBEX: &str = "globex-token";
 const ADMIN: &str = "admin-token";
 const INITECH: &str = "initech-token";
+const HOOLI: &str = "hooli-token";
 
 /// A running `weir serve`, stopped when dropped.
 struct Cluster {
@@ -41,6 +42,7 @@ impl Cluster {
         std::fs::create_dir_all(&acme_dir).unwrap();
         std::fs::create_dir_all(dir.path().join("globex")).unwrap();
         std::fs::create_dir_all(dir.path().join("initech")).unwrap();
+        std::fs::create_dir_all(dir.path().join("hooli")).unwrap();
         let config = dir.path().join("weir.toml");
         std::fs::write(
             &config,
@@ -69,6 +71,12 @@ max_state_bytes = 1000
 allowed_paths = ["{initech_dir}"]
 
 [[tenants]]
+name = "hooli"
+token_sha256 = "{hooli}"
+max_disk_bytes = 400000
+allowed_paths = ["{hooli_dir}"]
+
+[[tenants]]
 name = "globex"
 token_sha256 = "{globex}"
 max_jobs = 2
@@ -81,6 +89,8 @@ allowed_paths = ["{globex_dir}"]
                 acme = common::sha256_hex(ACME),
                 globex = common::sha256_hex(GLOBEX),
                 initech = common::sha256_hex(INITECH),
+                hooli = common::sha256_hex(HOOLI),
+                hooli_dir = dir.path().join("hooli").display(),
                 initech_dir = dir.path().join("initech").display(),
                 acme_dir = acme_dir.display(),
                 globex_dir = dir.path().join("globex").display(),
@@ -573,11 +583,44 @@ fn tenants_see_only_their_own() {
         !metrics.contains(&job),
         "another tenant's job in the metrics"
     );
+    // Slots and memory: a tenant sees its own figures, not the cluster's (acme holds 2 of
+    // the 8 slots; globex may use 2 and holds none).
+    let overview = c.get("/v1/overview", GLOBEX);
+    assert_eq!(
+        (&overview["slots_total"], &overview["slots_free"]),
+        (&json!(2), &json!(2)),
+        "{overview}"
+    );
+    let tm = &c.get("/v1/taskmanagers", GLOBEX)["taskmanagers"][0];
+    assert_eq!(
+        (&tm["slots_free"], &tm["jobs_running"], &tm["rss_bytes"]),
+        (&json!(2), &json!(0), &Value::Null),
+        "{tm}"
+    );
+    assert!(metrics.contains("weir_slots_used{} 0.0"), "{metrics}");
+    assert!(
+        !metrics.contains("weir_process_resident_memory_bytes{}"),
+        "{metrics}"
+    );
+    let admin = c.metrics(ADMIN);
+    assert!(admin.contains("weir_slots_used{} 2.0"), "{admin}");
+    assert!(admin.contains("weir_process_resident_memory_bytes{}"));
+    assert!(c.get("/v1/taskmanagers", ADMIN)["taskmanagers"][0]["rss_bytes"].as_u64() > Some(0));
+    // The scheme of `Authorization` is case-insensitive (RFC 9110).
+    for scheme in ["bearer", "BEARER", "beaRer"] {
+        let r = c
+            .http
+            .get(format!("{}/v1/jobs", c.url))
+            .header("authorization", format!("{scheme} {GLOBEX}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{scheme}");
+    }
     // The admin sees everything, but uploads and submits nothing.
     assert_eq!(c.get(&format!("/v1/jobs/{job}"), ADMIN)["tenant"], "acme");
     assert_eq!(
         c.get("/v1/overview", ADMIN)["tenants"],
-        json!(["acme", "initech", "globex"])
+        json!(["acme", "initech", "hooli", "globex"])
     );
     let (s, v) = c.call(
         "POST",
@@ -824,12 +867,38 @@ fn malformed_requests_get_clear_errors() {
         "quota_exceeded",
         "max_jobs",
     );
+    // The quota is checked before the guest's code runs to make a plan (this one's plan
+    // would fail).
+    let raw = c.upload(ACME, "raw_plan");
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": raw, "args": {"plan": "plan-error"}})),
+        ),
+        409,
+        "quota_exceeded",
+        "max_jobs",
+    );
     for j in &jobs {
         c.call("POST", &format!("/v1/jobs/{j}/cancel"), Some(ACME), None);
     }
     for j in &jobs {
         c.wait_state(j, "CANCELED");
     }
+    // A plan of 1,500 operators that cannot be chained would start as many threads.
+    expect(
+        c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({"component": raw, "args": {"plan": "wide", "ops": "1500"}})),
+        ),
+        409,
+        "quota_exceeded",
+        "1501 tasks",
+    );
     // Slots: with "wait", a job beyond the tenant's free slots queues in SCHEDULED (and can be
     // cancelled there); without, it is refused.
     let mut big = durable_job(&id, &c.acme_dir.join("big"), 1_000_000, 100);
@@ -1392,6 +1461,159 @@ fn slow_and_half_open_clients_cannot_hold_the_server() {
 }
 
 #[test]
+fn disk_quotas_are_checked_before_writing_and_savepoints_can_be_deleted() {
+    let c = Cluster::start("");
+    // hooli may keep 400,000 bytes; the durable component takes about 270,000.
+    let id = c.upload(HOOLI, "durable");
+    let usage = c.get("/v1/overview", HOOLI)["usage"].clone();
+    let component = std::fs::metadata(guest("durable")).unwrap().len();
+    assert!(
+        usage["components_bytes"].as_u64().unwrap() >= component,
+        "{usage}"
+    );
+    assert_eq!(usage["max_disk_bytes"], 400_000);
+    // An upload larger than what is left is refused while it streams in.
+    let (s, v) = c.upload_bytes(
+        HOOLI,
+        std::fs::read(guest("word_count")).unwrap(),
+        "application/wasm",
+    );
+    assert_eq!(s, 413, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_disk_bytes"),
+        "{v}"
+    );
+    // Savepoints fill the rest; then the next is refused before it is written.
+    let out = c.dir.path().join("hooli/out");
+    let mut body = durable_job(&id, &out, 1_000_000, 2_000);
+    body.as_object_mut()
+        .unwrap()
+        .remove("checkpoint_interval_ms");
+    let (s, v) = c.call("POST", "/v1/jobs", Some(HOOLI), Some(body.clone()));
+    assert_eq!(s, 201, "{v}");
+    let job = v["id"].as_str().unwrap().to_string();
+    let get = |path: &str| c.get(path, HOOLI);
+    let wait = |job: &str, state: &str| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while get(&format!("/v1/jobs/{job}"))["state"] != state {
+            assert!(Instant::now() < until, "job {job} never {state}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(&job, "RUNNING");
+    let mut taken = 0;
+    let refused = loop {
+        let (s, v) = c.call(
+            "POST",
+            &format!("/v1/jobs/{job}/savepoints"),
+            Some(HOOLI),
+            None,
+        );
+        if s != 202 {
+            break (s, v);
+        }
+        let trigger = v["trigger_id"].as_str().unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        while get(&format!("/v1/jobs/{job}/savepoints/{trigger}"))["status"] == "IN_PROGRESS" {
+            assert!(Instant::now() < until);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        taken += 1;
+        assert!(taken < 500, "the quota never stopped a savepoint");
+    };
+    assert_eq!(refused.0, 409, "{}", refused.1);
+    assert_eq!(refused.1["error"]["code"], "quota_exceeded");
+    assert!(refused.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_disk_bytes"));
+    assert!(get("/v1/overview")["usage"]["disk_bytes"].as_u64() >= Some(400_000));
+    // So is a new job (its checkpoints would be written).
+    let (s, v) = c.call("POST", "/v1/jobs", Some(HOOLI), Some(body.clone()));
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("quota_exceeded")),
+        "{v}"
+    );
+    // The savepoints are listed, and deleting them frees the space.
+    let list = get("/v1/savepoints")["savepoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(list.len(), taken, "{list:?}");
+    assert!(list.iter().all(|s| s["job"] == job.as_str()));
+    for s in &list[1..] {
+        let name = s["name"].as_str().unwrap();
+        let (status, v) = c.call(
+            "DELETE",
+            &format!("/v1/savepoints/{name}"),
+            Some(HOOLI),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+    }
+    assert!(get("/v1/overview")["usage"]["disk_bytes"].as_u64() < Some(400_000));
+    // A savepoint a running job was started from cannot be deleted while it runs.
+    let kept = &list[0];
+    let (name, location) = (
+        kept["name"].as_str().unwrap(),
+        kept["location"].as_str().unwrap(),
+    );
+    c.call("POST", &format!("/v1/jobs/{job}/cancel"), Some(HOOLI), None);
+    wait(&job, "CANCELED");
+    let mut resumed = body.clone();
+    resumed["from_savepoint"] = json!(location);
+    resumed["args"]["output"] = json!(c.dir.path().join("hooli/out2").display().to_string());
+    let (s, v) = c.call("POST", "/v1/jobs", Some(HOOLI), Some(resumed));
+    assert_eq!(s, 201, "{v}");
+    let second = v["id"].as_str().unwrap().to_string();
+    wait(&second, "RUNNING");
+    let (s, v) = c.call(
+        "DELETE",
+        &format!("/v1/savepoints/{name}"),
+        Some(HOOLI),
+        None,
+    );
+    assert_eq!((s, &v["error"]["code"]), (409, &json!("in_use")), "{v}");
+    // Another tenant's savepoint, or a path, is not found.
+    for (token, name) in [
+        (ACME, name.to_string()),
+        (HOOLI, "..".to_string()),
+        (HOOLI, format!("..%2Fsavepoints%2F{name}")),
+        (HOOLI, "nope".to_string()),
+    ] {
+        let (s, v) = c.call(
+            "DELETE",
+            &format!("/v1/savepoints/{name}"),
+            Some(token),
+            None,
+        );
+        assert_eq!(s, 404, "{name}: {v}");
+    }
+    c.call(
+        "POST",
+        &format!("/v1/jobs/{second}/cancel"),
+        Some(HOOLI),
+        None,
+    );
+    wait(&second, "CANCELED");
+    let (s, v) = c.call(
+        "DELETE",
+        &format!("/v1/savepoints/{name}"),
+        Some(HOOLI),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(get("/v1/savepoints")["savepoints"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
 fn sigterm_stops_running_jobs_with_a_savepoint() {
     let mut c = Cluster::start("");
     let id = c.upload(ACME, "durable");
@@ -1491,6 +1713,45 @@ fn tokens_never_reach_the_log() {
     for token in [ACME, GLOBEX, ADMIN, "a-wrong-token-xyz"] {
         assert!(!text.contains(token), "token '{token}' in the log");
     }
+}
+
+#[test]
+fn guest_log_lines_are_escaped_and_rate_limited() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("serve.log");
+    let c = Cluster::start_logging("", "info", Some(&log));
+    let faulty = c.upload(ACME, "faulty");
+    // 10,000 lines as fast as the guest can write them, each trying to forge a line.
+    let job = c.submit(
+        ACME,
+        json!({"component": faulty, "args": {"mode": "chatty"}}),
+    );
+    c.wait_state(&job, "FINISHED");
+    drop(c);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let forged = text
+        .lines()
+        .filter(|l| l.contains("FORGED"))
+        .collect::<Vec<_>>();
+    assert!(!forged.is_empty(), "no guest line in the log");
+    for line in &forged {
+        assert!(
+            line.contains("record ") && line.contains("\\n2026-12-01") && line.contains("\\u{1b}"),
+            "a guest line was not kept on one line: {line}"
+        );
+        assert!(!line.starts_with("2026-12-01T00:00:00Z"), "{line}");
+    }
+    // At most the burst (1,000) and 100 a second after it.
+    assert!(
+        forged.len() < 1_000 + 100 * 30,
+        "{} guest lines",
+        forged.len()
+    );
+    assert!(forged.len() < 10_000);
+    assert!(
+        text.contains("guest log lines dropped") || forged.len() == 10_000,
+        "the drops are not reported"
+    );
 }
 
 #[test]

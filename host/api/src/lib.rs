@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use std::time::Duration;
 use weir_jobmanager::{JobManager, Principal};
@@ -50,11 +50,13 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>'"))?;
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
         state
             .jm
@@ -90,6 +92,8 @@ pub fn router(jm: JobManager) -> Router {
             get(routes::savepoint_status),
         )
         .route("/jobs/{id}/stop", post(routes::stop_job))
+        .route("/savepoints", get(routes::list_savepoints))
+        .route("/savepoints/{name}", delete(routes::delete_savepoint))
         .route("/overview", get(routes::overview))
         .route("/taskmanagers", get(routes::taskmanagers));
     Router::new()

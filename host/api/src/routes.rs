@@ -12,6 +12,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use weir_jobmanager::components::{
     ComponentInfo, PlanEdge, PlanOperator, PlanSummary, UploadError,
 };
+use weir_jobmanager::disk::{DiskUsage, SavepointInfo, TenantUsage};
 use weir_jobmanager::job::{
     CheckpointEntry, CheckpointStats, ExceptionEntry, JobDetails, JobOverview, JobState,
     OperatorStatus, SavepointStatus, StateEntry, SubmitJob, TriggerStatus,
@@ -28,14 +29,15 @@ use crate::{AppState, Auth};
     paths(
         upload_component, list_components, get_component, delete_component,
         submit_job, list_jobs, get_job, patch_job, cancel_job, job_exceptions, job_checkpoints,
-        trigger_savepoint, savepoint_status, stop_job, overview, taskmanagers, metrics
+        trigger_savepoint, savepoint_status, stop_job, list_savepoints, delete_savepoint,
+        overview, taskmanagers, metrics
     ),
     components(schemas(
         ComponentInfo, ComponentList, PlanSummary, PlanOperator, PlanEdge, SubmitJob, JobList,
         JobOverview, JobDetails, JobState, StateEntry, OperatorStatus, ExceptionEntry,
         ExceptionList, CheckpointEntry, CheckpointStats, SavepointStatus, TriggerStatus,
         TriggerAnswer, StopRequest, ClusterOverview, TaskManagerInfo, TaskManagerList,
-        ErrorBody, ErrorDetail
+        SavepointInfo, SavepointList, TenantUsage, DiskUsage, ErrorBody, ErrorDetail
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -92,6 +94,13 @@ pub struct ExceptionList {
 pub struct TaskManagerList {
     /// The TaskManagers.
     pub taskmanagers: Vec<TaskManagerInfo>,
+}
+
+/// `GET /v1/savepoints`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SavepointList {
+    /// The caller's savepoints, newest first.
+    pub savepoints: Vec<SavepointInfo>,
 }
 
 /// A savepoint was triggered.
@@ -212,7 +221,9 @@ pub(crate) async fn upload_component(
     let mut upload = s.jm.begin_upload(&p)?;
     let write = |upload: &mut weir_jobmanager::components::Upload, chunk: &[u8]| {
         upload.write(chunk).map_err(|e| match e {
-            UploadError::TooLarge { .. } => too_large(),
+            e @ UploadError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
             UploadError::Io(e) => {
                 tracing::warn!(error = %e, "cannot store an upload");
                 ApiError::new(
@@ -442,7 +453,34 @@ pub(crate) async fn stop_job(
     Ok((StatusCode::ACCEPTED, Json(TriggerAnswer { trigger_id })))
 }
 
-/// Slots, jobs by state, tenants.
+/// The caller's savepoints, newest first.
+#[utoipa::path(get, path = "/v1/savepoints", responses((status = 200, body = SavepointList)))]
+pub(crate) async fn list_savepoints(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+) -> Result<Json<SavepointList>, ApiError> {
+    let jm = s.jm.clone();
+    let savepoints = blocking(move || jm.savepoints(&p)).await?;
+    Ok(Json(SavepointList { savepoints }))
+}
+
+/// Deletes a savepoint (by its name in `GET /v1/savepoints`), unless a job that has not
+/// ended was started from it.
+#[utoipa::path(delete, path = "/v1/savepoints/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = SavepointInfo), (status = 404, body = ErrorBody),
+        (status = 409, description = "A job that has not ended was started from it", body = ErrorBody)))]
+pub(crate) async fn delete_savepoint(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(name): Path<String>,
+) -> Result<Json<SavepointInfo>, ApiError> {
+    let jm = s.jm.clone();
+    Ok(Json(
+        blocking(move || jm.delete_savepoint(&p, &name)).await?,
+    ))
+}
+
+/// Slots, jobs by state, tenants; a tenant's own disk use and quota.
 #[utoipa::path(get, path = "/v1/overview", responses((status = 200, body = ClusterOverview)))]
 pub(crate) async fn overview(State(s): State<AppState>, Auth(p): Auth) -> Json<ClusterOverview> {
     Json(s.jm.overview(&p))
@@ -452,10 +490,10 @@ pub(crate) async fn overview(State(s): State<AppState>, Auth(p): Auth) -> Json<C
 #[utoipa::path(get, path = "/v1/taskmanagers", responses((status = 200, body = TaskManagerList)))]
 pub(crate) async fn taskmanagers(
     State(s): State<AppState>,
-    Auth(_): Auth,
+    Auth(p): Auth,
 ) -> Json<TaskManagerList> {
     Json(TaskManagerList {
-        taskmanagers: s.jm.taskmanagers(),
+        taskmanagers: s.jm.taskmanagers(&p),
     })
 }
 

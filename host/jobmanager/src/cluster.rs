@@ -14,6 +14,7 @@ use weir_runtime::{Runtime, RuntimeConfig};
 use crate::auth::{random_hex, Authenticator, Principal};
 use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary, Upload};
 use crate::config::{ClusterConfig, TenantConfig};
+use crate::disk::{self, DiskUsage, SavepointInfo, TenantDirs, TenantUsage};
 use crate::error::{ClusterError, ErrorKind};
 use crate::job::*;
 use crate::taskmanager::{
@@ -21,6 +22,9 @@ use crate::taskmanager::{
     TaskManagerEventKind,
 };
 use weir_worker::paths;
+
+/// Checkpoints completing more often than this are not each measured against the disk quota.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Ended jobs kept per tenant for `GET /v1/jobs` (the oldest are forgotten first).
 const MAX_ENDED_JOBS: usize = 1000;
@@ -61,6 +65,13 @@ struct Jobs {
 }
 
 impl Jobs {
+    /// A tenant's jobs that have not ended.
+    fn active_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a JobRecord> + 'a {
+        self.by_id
+            .values()
+            .filter(move |j| j.tenant.name == tenant && !j.state.is_terminal())
+    }
+
     /// Notes that a job ended; forgets the tenant's oldest ended job beyond
     /// [`MAX_ENDED_JOBS`] (one tenant's churn does not erase another's history).
     fn remember_ended(&mut self, id: &str, tenant: &str) {
@@ -87,6 +98,8 @@ struct JobRecord {
     state: JobState,
     timestamps: Vec<StateEntry>,
     slots: u32,
+    /// Tasks (threads) it runs: its chained vertices' subtasks.
+    tasks: u32,
     holds_slots: bool,
     start_ms: i64,
     end_ms: Option<i64>,
@@ -94,6 +107,8 @@ struct JobRecord {
     failure: Option<String>,
     /// A quota the job broke: it is cancelled and ends FAILED with this cause.
     quota_failure: Option<String>,
+    /// When its tenant's disk use was last checked after a checkpoint.
+    disk_checked: Option<Instant>,
     exceptions: VecDeque<ExceptionEntry>,
     checkpoints: CheckpointStats,
     plan: PlanSummary,
@@ -249,6 +264,8 @@ pub struct ClusterOverview {
     pub started_ms: i64,
     /// This build's version.
     pub version: String,
+    /// A tenant's disk use and quota (absent for the admin).
+    pub usage: Option<TenantUsage>,
 }
 
 /// `GET /v1/taskmanagers`: one entry.
@@ -262,8 +279,8 @@ pub struct TaskManagerInfo {
     pub slots_free: u32,
     /// Jobs deployed to it and not ended.
     pub jobs_running: u32,
-    /// Resident memory of the process it runs in, bytes.
-    pub rss_bytes: u64,
+    /// Resident memory of the process it runs in, bytes (the admin's view only).
+    pub rss_bytes: Option<u64>,
 }
 
 impl JobManager {
@@ -440,9 +457,81 @@ impl JobManager {
     /// tenant's `max_component_bytes`.
     pub fn begin_upload(&self, p: &Principal) -> Result<Upload, ClusterError> {
         let tenant = self.tenant_of(p)?;
+        let left = tenant
+            .max_disk_bytes
+            .saturating_sub(self.disk_usage(tenant).total());
+        let (limit, what) = if left < tenant.max_component_bytes {
+            (left, "max_disk_bytes (what is left of it)")
+        } else {
+            (tenant.max_component_bytes, "max_component_bytes")
+        };
         self.inner
             .components
-            .begin_upload(&tenant.name, tenant.max_component_bytes)
+            .begin_upload(&tenant.name, limit, what)
+    }
+
+    /// What `tenant` keeps on disk now.
+    fn disk_usage(&self, tenant: &TenantConfig) -> DiskUsage {
+        TenantDirs::new(&self.inner.data_dir, &tenant.name).usage()
+    }
+
+    /// Refuses to write more for `tenant` once its disk quota is used up.
+    fn check_disk(&self, tenant: &TenantConfig) -> Result<(), ClusterError> {
+        let used = self.disk_usage(tenant).total();
+        if used >= tenant.max_disk_bytes {
+            return Err(ClusterError::quota(format!(
+                "tenant '{}' keeps {used} bytes on disk; it may keep {} (max_disk_bytes): \
+                 delete savepoints or components first",
+                tenant.name, tenant.max_disk_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// `p`'s savepoints, newest first.
+    pub fn savepoints(&self, p: &Principal) -> Result<Vec<SavepointInfo>, ClusterError> {
+        let tenant = self.tenant_of(p)?;
+        Ok(disk::list_savepoints(
+            &TenantDirs::new(&self.inner.data_dir, &tenant.name).savepoints,
+        ))
+    }
+
+    /// Deletes one of `p`'s savepoints, unless a job that has not ended was started from it
+    /// (it restarts from there until its first checkpoint).
+    pub fn delete_savepoint(
+        &self,
+        p: &Principal,
+        name: &str,
+    ) -> Result<SavepointInfo, ClusterError> {
+        let tenant = self.tenant_of(p)?;
+        let dirs = TenantDirs::new(&self.inner.data_dir, &tenant.name);
+        let dir = disk::savepoint_dir(&dirs.savepoints, name)?;
+        let info = disk::list_savepoints(&dirs.savepoints)
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ClusterError::not_found("savepoint", name))?;
+        // Holding the jobs' lock: no job can be submitted from it meanwhile.
+        let jobs = self.jobs();
+        if let Some(j) = jobs.active_of(&tenant.name).find(|j| {
+            j.restored_from
+                .as_ref()
+                .is_some_and(|f| f.starts_with(&dir))
+        }) {
+            return Err(ClusterError::new(
+                ErrorKind::Conflict,
+                "in_use",
+                format!(
+                    "job {} was started from savepoint '{name}' and has not ended: it may restore from it",
+                    j.id
+                ),
+            ));
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            ClusterError::internal(format!("cannot delete savepoint '{name}': {e}"))
+        })?;
+        drop(jobs);
+        tracing::info!(tenant = %tenant.name, savepoint = name, "savepoint deleted");
+        Ok(info)
     }
 
     /// Checks and stores a received component; `true` when it was new.
@@ -545,6 +634,14 @@ impl JobManager {
                 "argument '{k}': names starting with 'weir.' are the host's"
             )));
         }
+        // Quotas that need no plan are checked before the guest's code runs to make one.
+        if recovered.is_none() {
+            let jobs = self.jobs();
+            admit_jobs(&tenant, jobs.active_of(&tenant.name).count())?;
+            admit_slots(&tenant, parallelism, self.inner.config.server.slots)?;
+            drop(jobs);
+            self.check_disk(&tenant)?;
+        }
         let component = self
             .inner
             .components
@@ -595,15 +692,17 @@ impl JobManager {
         let from_savepoint = from_savepoint.map(|p| p.display().to_string());
         let slots = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
         let cluster_slots = self.inner.config.server.slots;
-        if slots > tenant.max_slots {
+        admit_slots(&tenant, slots, cluster_slots)?;
+        let tasks: u32 = weir_worker::plan::ExecutionPlan::new(&graph)
+            .vertices
+            .iter()
+            .map(|v| v.parallelism)
+            .sum();
+        let max_tasks = self.inner.config.server.max_tasks_per_job;
+        if tasks > max_tasks {
             return Err(ClusterError::quota(format!(
-                "the job needs {slots} slots (its largest parallelism); tenant '{}' may use {} (max_slots)",
-                tenant.name, tenant.max_slots
-            )));
-        }
-        if slots > cluster_slots {
-            return Err(ClusterError::quota(format!(
-                "the job needs {slots} slots; the cluster has {cluster_slots}"
+                "the job runs {tasks} tasks (operators that cannot be chained, times their \
+                 parallelism); a job may run {max_tasks} (max_tasks_per_job)"
             )));
         }
         let id = recovered.clone().unwrap_or_else(|| random_hex(16));
@@ -656,12 +755,14 @@ impl JobManager {
                 at_ms: now,
             }],
             slots,
+            tasks,
             holds_slots: false,
             start_ms: now,
             end_ms: None,
             restarts: 0,
             failure: None,
             quota_failure: None,
+            disk_checked: None,
             exceptions: VecDeque::new(),
             checkpoints: CheckpointStats::default(),
             plan: PlanSummary::of(&graph),
@@ -676,19 +777,9 @@ impl JobManager {
             restored_from: restored_from.clone(),
         };
         let mut jobs = self.jobs();
-        let active: Vec<&JobRecord> = jobs
-            .by_id
-            .values()
-            .filter(|j| j.tenant.name == tenant.name && !j.state.is_terminal())
-            .collect();
-        if active.len() as u32 >= tenant.max_jobs {
-            return Err(ClusterError::quota(format!(
-                "tenant '{}' has {} jobs that have not ended; it may have {} (max_jobs)",
-                tenant.name,
-                active.len(),
-                tenant.max_jobs
-            )));
-        }
+        let active: Vec<&JobRecord> = jobs.active_of(&tenant.name).collect();
+        admit_jobs(&tenant, active.len())?;
+        admit_tasks(&tenant, active.iter().map(|j| j.tasks).sum(), tasks)?;
         let tenant_slots: u32 = active
             .iter()
             .filter(|j| j.holds_slots)
@@ -868,6 +959,7 @@ impl JobManager {
     pub fn trigger_savepoint(&self, p: &Principal, id: &str) -> Result<String, ClusterError> {
         self.with_job(p, id, |j| {
             Self::check_snapshots(j)?;
+            self.check_disk(&j.tenant)?;
             let trigger = random_hex(8);
             j.add_trigger(&trigger, false);
             self.inner
@@ -883,6 +975,7 @@ impl JobManager {
     pub fn stop(&self, p: &Principal, id: &str, drain: bool) -> Result<String, ClusterError> {
         self.with_job(p, id, |j| {
             Self::check_snapshots(j)?;
+            self.check_disk(&j.tenant)?;
             j.apply(Transition::Stop);
             let trigger = random_hex(8);
             j.add_trigger(&trigger, true);
@@ -923,10 +1016,10 @@ impl JobManager {
         for j in jobs.by_id.values().filter(|j| p.may_see(&j.tenant.name)) {
             *by_state.entry(j.state.name().to_string()).or_default() += 1;
         }
-        let total = self.inner.config.server.slots;
+        let (total, used) = self.slots_seen_by(&jobs, p);
         ClusterOverview {
             slots_total: total,
-            slots_free: total - jobs.slots_used,
+            slots_free: total.saturating_sub(used),
             jobs: by_state,
             tenants: self
                 .inner
@@ -938,20 +1031,54 @@ impl JobManager {
             taskmanagers: 1,
             started_ms: self.inner.started_ms,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            usage: match p {
+                Principal::Admin => None,
+                Principal::Tenant(t) => {
+                    let disk = self.disk_usage(t);
+                    Some(TenantUsage {
+                        disk,
+                        disk_bytes: disk.total(),
+                        max_disk_bytes: t.max_disk_bytes,
+                    })
+                }
+            },
         }
     }
 
-    /// The TaskManagers (one, local).
-    pub fn taskmanagers(&self) -> Vec<TaskManagerInfo> {
+    /// The TaskManagers (one, local), as `p` may see them: a tenant sees its own slots and
+    /// jobs, not the cluster's nor the process's memory.
+    pub fn taskmanagers(&self, p: &Principal) -> Vec<TaskManagerInfo> {
         let jobs = self.jobs();
-        let total = self.inner.config.server.slots;
+        let (total, used) = self.slots_seen_by(&jobs, p);
         vec![TaskManagerInfo {
             id: "local".into(),
             slots_total: total,
-            slots_free: total - jobs.slots_used,
-            jobs_running: jobs.by_id.values().filter(|j| j.holds_slots).count() as u32,
-            rss_bytes: crate::metrics::rss_bytes(),
+            slots_free: total.saturating_sub(used),
+            jobs_running: jobs
+                .by_id
+                .values()
+                .filter(|j| j.holds_slots && p.may_see(&j.tenant.name))
+                .count() as u32,
+            rss_bytes: matches!(p, Principal::Admin).then(crate::metrics::rss_bytes),
         }]
+    }
+
+    /// Slots (total, used) as `p` may see them: the cluster's for the admin; for a tenant,
+    /// those it may use and those its jobs hold (other tenants' use is not its business).
+    fn slots_seen_by(&self, jobs: &Jobs, p: &Principal) -> (u32, u32) {
+        let cluster = self.inner.config.server.slots;
+        match p {
+            Principal::Admin => (cluster, jobs.slots_used),
+            Principal::Tenant(t) => {
+                let held = jobs
+                    .by_id
+                    .values()
+                    .filter(|j| j.tenant.name == t.name && j.holds_slots)
+                    .map(|j| j.slots)
+                    .sum();
+                (t.max_slots.min(cluster), held)
+            }
+        }
     }
 
     /// Stops every job (with a savepoint where configured and possible) and waits up to
@@ -1019,6 +1146,7 @@ impl JobManager {
     /// Renders the metrics `p` may see in Prometheus' text format.
     pub fn metrics(&self, p: &Principal) -> String {
         let jobs = self.jobs();
+        let (total, used) = self.slots_seen_by(&jobs, p);
         let visible = jobs.by_id.values().filter(|j| p.may_see(&j.tenant.name));
         let tenants = jobs
             .tenant_guest_time
@@ -1046,8 +1174,9 @@ impl JobManager {
                 guest_memory_bytes: j.usage.guest_memory_bytes,
             }),
             tenants,
-            self.inner.config.server.slots,
-            jobs.slots_used,
+            total,
+            used,
+            matches!(p, Principal::Admin),
         )
     }
 
@@ -1099,6 +1228,23 @@ impl JobManager {
                     // (the TaskManager takes another: the request is still pending there).
                     let began = s.completed_ms - s.duration_ms as i64;
                     j.settle_triggers_before(false, Ok(&s.location), began);
+                }
+                // Checkpoints are written as the job runs: its tenant's disk quota is checked
+                // as they complete (a few seconds apart at most), the job failing over it.
+                let due = j
+                    .disk_checked
+                    .is_none_or(|t| t.elapsed() >= DISK_CHECK_INTERVAL);
+                if due && j.quota_failure.is_none() {
+                    j.disk_checked = Some(Instant::now());
+                    if let Err(e) = self.check_disk(&j.tenant) {
+                        let cause = format!("checkpoint {}: {}", s.id, e.message);
+                        tracing::warn!(job = %j.id, %cause, "disk quota exceeded");
+                        j.quota_failure = Some(cause);
+                        j.apply(Transition::Cancel);
+                        self.inner
+                            .taskmanager
+                            .send(TaskManagerCommand::Cancel { job: j.id.clone() });
+                    }
                 }
             }
             TaskManagerEventKind::SnapshotFailed {
@@ -1278,6 +1424,44 @@ fn push_exception(j: &mut JobRecord, attempt: u32, message: String, restarted: b
     }
 }
 
+/// One more job for `tenant`, which has `active` jobs that have not ended.
+fn admit_jobs(tenant: &TenantConfig, active: usize) -> Result<(), ClusterError> {
+    if active as u32 >= tenant.max_jobs {
+        return Err(ClusterError::quota(format!(
+            "tenant '{}' has {active} jobs that have not ended; it may have {} (max_jobs)",
+            tenant.name, tenant.max_jobs
+        )));
+    }
+    Ok(())
+}
+
+/// One more job of `tasks` tasks for `tenant`, whose jobs run `running` tasks.
+fn admit_tasks(tenant: &TenantConfig, running: u32, tasks: u32) -> Result<(), ClusterError> {
+    if running.saturating_add(tasks) > tenant.max_tasks {
+        return Err(ClusterError::quota(format!(
+            "the job runs {tasks} tasks; tenant '{}' runs {running} of its {} (max_tasks)",
+            tenant.name, tenant.max_tasks
+        )));
+    }
+    Ok(())
+}
+
+/// A job that needs `slots` slots, alone.
+fn admit_slots(tenant: &TenantConfig, slots: u32, cluster_slots: u32) -> Result<(), ClusterError> {
+    if slots > tenant.max_slots {
+        return Err(ClusterError::quota(format!(
+            "the job needs {slots} slots (its largest parallelism); tenant '{}' may use {} (max_slots)",
+            tenant.name, tenant.max_slots
+        )));
+    }
+    if slots > cluster_slots {
+        return Err(ClusterError::quota(format!(
+            "the job needs {slots} slots; the cluster has {cluster_slots}"
+        )));
+    }
+    Ok(())
+}
+
 fn too_large(tenant: &TenantConfig) -> ClusterError {
     ClusterError::new(
         ErrorKind::TooLarge,
@@ -1287,4 +1471,39 @@ fn too_large(tenant: &TenantConfig) -> ClusterError {
             tenant.name, tenant.max_component_bytes
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantConfig {
+        toml::from_str(&format!(
+            "name = 't'\ntoken_sha256 = '{}'\nmax_jobs = 2\nmax_slots = 4\nmax_tasks = 10",
+            "ab".repeat(32)
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn admission_names_the_quota_it_refuses() {
+        let t = tenant();
+        assert!(admit_jobs(&t, 1).is_ok());
+        let e = admit_jobs(&t, 2).unwrap_err();
+        assert_eq!(e.code, "quota_exceeded");
+        assert!(e.message.contains("max_jobs"), "{e}");
+        assert!(admit_slots(&t, 4, 8).is_ok());
+        assert!(admit_slots(&t, 5, 8)
+            .unwrap_err()
+            .message
+            .contains("max_slots"));
+        assert!(admit_slots(&t, 4, 3)
+            .unwrap_err()
+            .message
+            .contains("the cluster has 3"));
+        assert!(admit_tasks(&t, 6, 4).is_ok());
+        let e = admit_tasks(&t, 6, 5).unwrap_err();
+        assert!(e.message.contains("runs 6 of its 10 (max_tasks)"), "{e}");
+        assert!(admit_tasks(&t, u32::MAX, 1).is_err());
+    }
 }

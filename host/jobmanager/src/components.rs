@@ -151,9 +151,15 @@ impl ComponentStore {
         })
     }
 
-    /// Starts receiving an upload for `tenant`, at most `limit` bytes: a temporary file in
-    /// the tenant's directory, removed unless [`ComponentStore::add`] keeps it.
-    pub fn begin_upload(&self, tenant: &str, limit: u64) -> Result<Upload, ClusterError> {
+    /// Starts receiving an upload for `tenant`, at most `limit` bytes (what sets it: `what`):
+    /// a temporary file in the tenant's directory, removed unless [`ComponentStore::add`]
+    /// keeps it.
+    pub fn begin_upload(
+        &self,
+        tenant: &str,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Upload, ClusterError> {
         let dir = self.dir.join(tenant);
         let io =
             |e: std::io::Error| ClusterError::internal(format!("cannot receive a component: {e}"));
@@ -170,6 +176,7 @@ impl ComponentStore {
             hasher: Sha256::new(),
             size: 0,
             limit,
+            what,
         })
     }
 
@@ -333,6 +340,7 @@ pub struct Upload {
     hasher: Sha256,
     size: u64,
     limit: u64,
+    what: &'static str,
 }
 
 impl Upload {
@@ -340,14 +348,15 @@ impl Upload {
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
         use std::io::Write as _;
         self.size += chunk.len() as u64;
+        let too_large = UploadError::TooLarge {
+            limit: self.limit,
+            what: self.what,
+        };
         if self.size > self.limit {
             self.file = None;
-            return Err(UploadError::TooLarge { limit: self.limit });
+            return Err(too_large);
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or(UploadError::TooLarge { limit: self.limit })?;
+        let file = self.file.as_mut().ok_or(too_large)?;
         self.hasher.update(chunk);
         file.write_all(chunk).map_err(UploadError::Io)
     }
@@ -388,10 +397,12 @@ impl Drop for Upload {
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     /// Past the tenant's limit.
-    #[error("the upload is larger than the limit ({limit} bytes)")]
+    #[error("the upload is larger than the tenant's {what} allows ({limit} bytes)")]
     TooLarge {
         /// The limit.
         limit: u64,
+        /// What sets it: `max_component_bytes`, or what is left of `max_disk_bytes`.
+        what: &'static str,
     },
     /// The disk refused them (full, say).
     #[error("cannot store the upload: {0}")]

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     /// On shutdown, jobs have this long to stop with savepoints before they are cancelled
     /// (`WEIR_SHUTDOWN_TIMEOUT_MS`).
     pub shutdown_timeout_ms: u64,
+    /// Tasks (threads) one job may run (`WEIR_MAX_TASKS_PER_JOB`).
+    pub max_tasks_per_job: u32,
     /// Keyed state all jobs together may hold in memory; a job whose state would take more
     /// fails (`WEIR_STATE_MEMORY_BUDGET_BYTES`; default: half the machine's memory).
     pub state_memory_budget_bytes: u64,
@@ -98,6 +100,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             shutdown_grace_ms: 5_000,
             shutdown_timeout_ms: 60_000,
+            max_tasks_per_job: 256,
             state_memory_budget_bytes: physical_memory().map_or(4 << 30, |m| m / 2),
         }
     }
@@ -132,6 +135,9 @@ pub struct TenantConfig {
     /// Slots its jobs may hold together.
     #[serde(default = "defaults::max_slots")]
     pub max_slots: u32,
+    /// Tasks (threads) its jobs may run together.
+    #[serde(default = "defaults::max_tasks")]
+    pub max_tasks: u32,
     /// Largest component it may upload.
     #[serde(default = "defaults::max_component_bytes")]
     pub max_component_bytes: u64,
@@ -145,6 +151,9 @@ pub struct TenantConfig {
     /// Largest keyed state of all its jobs together.
     #[serde(default = "defaults::max_total_state_bytes")]
     pub max_total_state_bytes: u64,
+    /// Disk its components, checkpoints and savepoints may take together.
+    #[serde(default = "defaults::max_disk_bytes")]
+    pub max_disk_bytes: u64,
     /// Largest single state value (a map entry: user key and value) its jobs may write.
     #[serde(default = "defaults::max_state_value_bytes")]
     pub max_state_value_bytes: u64,
@@ -165,6 +174,12 @@ mod defaults {
     }
     pub fn max_instance_memory_bytes() -> u64 {
         64 << 20
+    }
+    pub fn max_disk_bytes() -> u64 {
+        10 << 30
+    }
+    pub fn max_tasks() -> u32 {
+        512
     }
     pub fn max_state_bytes() -> u64 {
         256 << 20
@@ -226,11 +241,13 @@ impl ClusterConfig {
                 token_sha256: sha256_hex(token.as_bytes()),
                 max_jobs: 1000,
                 max_slots: config.server.slots,
+                max_tasks: 4096,
                 max_component_bytes: defaults::max_component_bytes(),
                 max_instance_memory_bytes: 512 << 20,
                 max_state_bytes: 4 << 30,
                 max_total_state_bytes: 16 << 30,
                 max_state_value_bytes: defaults::max_state_value_bytes(),
+                max_disk_bytes: 1 << 40,
                 allowed_paths: vec![here],
             });
         }
@@ -359,6 +376,7 @@ impl ServerConfig {
             "WEIR_SHUTDOWN_TIMEOUT_MS",
             &mut self.shutdown_timeout_ms,
         )?;
+        parse(env, "WEIR_MAX_TASKS_PER_JOB", &mut self.max_tasks_per_job)?;
         parse(
             env,
             "WEIR_STATE_MEMORY_BUDGET_BYTES",

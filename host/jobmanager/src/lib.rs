@@ -21,6 +21,7 @@ pub mod auth;
 mod cluster;
 pub mod components;
 pub mod config;
+pub mod disk;
 mod error;
 pub mod job;
 pub mod metrics;

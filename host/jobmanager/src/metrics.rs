@@ -92,6 +92,7 @@ pub fn render<'a>(
     tenants: impl Iterator<Item = (&'a str, std::time::Duration, u64)>,
     slots_total: u32,
     slots_used: u32,
+    process: bool,
 ) -> String {
     let mut records_in = Vec::new();
     let mut records_out = Vec::new();
@@ -230,18 +231,22 @@ pub fn render<'a>(
             ),
             (
                 "weir_slots_total",
-                "Task slots of the cluster.",
+                "Task slots of the cluster (a tenant's view: those it may use).",
                 vec![(Vec::new(), f64::from(slots_total))],
             ),
             (
                 "weir_slots_used",
-                "Task slots held by jobs.",
+                "Task slots held by jobs (a tenant's view: by its jobs).",
                 vec![(Vec::new(), f64::from(slots_used))],
             ),
             (
                 "weir_process_resident_memory_bytes",
-                "Resident memory of the server process.",
-                vec![(Vec::new(), rss_bytes() as f64)],
+                "Resident memory of the server process (the admin's view only).",
+                if process {
+                    vec![(Vec::new(), rss_bytes() as f64)]
+                } else {
+                    Vec::new()
+                },
             ),
         ],
     };
@@ -291,6 +296,7 @@ mod tests {
             std::iter::empty(),
             8,
             2,
+            true,
         );
         // One sample of weir_slots_used, the real one.
         let used: Vec<&str> = text

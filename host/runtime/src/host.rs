@@ -33,6 +33,8 @@ pub(crate) struct TaskData {
     pub meter: weir_state::StateMeter,
     /// The last trap was a state limit.
     pub state_limit: Option<weir_state::StateLimitExceeded>,
+    /// The job's allowance of log lines.
+    pub logs: std::sync::Arc<crate::logs::LogBudget>,
 }
 
 impl TaskData {
@@ -67,6 +69,7 @@ impl TaskData {
             interrupted: false,
             meter: weir_state::StateMeter::unlimited(),
             state_limit: None,
+            logs: Default::default(),
         }
     }
 
@@ -191,7 +194,15 @@ use weir_core::StateKind::{List, Map};
 
 impl Host for TaskData {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let dropped = match self.logs.admit() {
+            crate::logs::Admit::Write { dropped } => dropped,
+            crate::logs::Admit::Drop => return Ok(()),
+        };
         let task = self.label.as_str();
+        if dropped > 0 {
+            tracing::warn!(target: "weir::guest", task, dropped, "guest log lines dropped (over the job's rate)");
+        }
+        let message = crate::logs::one_line(&message);
         match level {
             LogLevel::Trace => tracing::trace!(target: "weir::guest", task, "{message}"),
             LogLevel::Debug => tracing::debug!(target: "weir::guest", task, "{message}"),

@@ -23,7 +23,9 @@ mod chain;
 mod error;
 mod host;
 mod loader;
+mod logs;
 
 pub use chain::{BatchResult, CallContext, GuestChain, GuestUsage, PollResult};
 pub use error::{GuestError, LoadError};
 pub use loader::{ChainSpec, JobComponent, Runtime, RuntimeConfig, SUPPORTED_WIT};
+pub use logs::{Admit, LogBudget};

@@ -231,6 +231,8 @@ pub struct ChainSpec<'a> {
     /// When set, a call in progress stops at the next epoch tick with
     /// [`GuestError::Interrupted`] (the job is stopping).
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The job's allowance of log lines, shared by its tasks (none: one of the chain's own).
+    pub logs: Option<Arc<crate::LogBudget>>,
 }
 
 impl JobComponent {
@@ -341,6 +343,9 @@ impl JobComponent {
         let mut store = self.store(spec.label.clone(), seed);
         store.data_mut().backend = spec.backend;
         store.data_mut().interrupt = spec.interrupt;
+        if let Some(logs) = spec.logs {
+            store.data_mut().logs = logs;
+        }
         store.data_mut().max_parallelism = spec.max_parallelism;
         let operator = spec.label.clone();
         let timeout = self.config.call_timeout;

@@ -393,6 +393,8 @@ pub fn run_job(
         RestartStrategy::None
     });
     let mut restarts = 0;
+    // One allowance of guest log lines for the job, whatever its restarts.
+    let logs = Arc::new(weir_runtime::LogBudget::default());
     loop {
         let mut latest = None;
         let attempt = Attempt {
@@ -403,6 +405,7 @@ pub fn run_job(
             restore: restore.as_ref(),
             number: restarts,
             guest_source,
+            logs: &logs,
         };
         match attempt.run(component, options, &mut next_id, &mut latest) {
             Ok((counters, savepoint, startup)) => {
@@ -465,6 +468,7 @@ struct Attempt<'a> {
     restore: Option<&'a Restore>,
     number: u32,
     guest_source: bool,
+    logs: &'a Arc<weir_runtime::LogBudget>,
 }
 
 impl Attempt<'_> {
@@ -704,6 +708,7 @@ impl Attempt<'_> {
                         max_parallelism: max_p,
                         label: label.clone(),
                         interrupt: Some(cancel.clone()),
+                        logs: Some(self.logs.clone()),
                     })?;
                     let limits = &options.state_limits;
                     chain.set_state_meter(weir_state::StateMeter::new(

@@ -4,7 +4,8 @@
 //! output from one call), `duplicate-uid` (an
 //! invalid plan), `unbounded` (never ends: an unbounded datagen into a file sink under
 //! `--arg output=DIR`), `hoard` (never ends: writes a new 64 KiB map-state entry per record,
-//! 400 records/s), `big-value` (writes one value-state value of 8 MiB), `none` (behaves).
+//! 400 records/s), `big-value` (writes one value-state value of 8 MiB), `chatty` (logs a
+//! line per record that tries to forge another tenant's log line), `none` (behaves).
 
 use weir::prelude::*;
 
@@ -128,6 +129,22 @@ fn build(env: &mut StreamEnv) -> Result<()> {
                     big: mode == "big-value",
                 })
                 .uid("hoard")
+                .sink(Sink::blackhole());
+            return Ok(());
+        }
+        "chatty" => {
+            records
+                .map(|r: DatagenRecord| {
+                    weir::log(
+                        weir::LogLevel::Info,
+                        &format!(
+                            "record {}\n2026-12-01T00:00:00Z  INFO job{{tenant=globex}}: FORGED \x1b[2K",
+                            r.seq
+                        ),
+                    );
+                    r.value
+                })
+                .uid("chatty")
                 .sink(Sink::blackhole());
             return Ok(());
         }

@@ -1,6 +1,6 @@
 //! A component written against the WIT directly (no SDK) that returns plans the SDK would
 //! never produce, chosen by `--arg plan=...`: `cycle`, `unknown-edge`, `zero-parallelism`,
-//! `state-without-key`, `plan-error`.
+//! `state-without-key`, `plan-error`, `wide` (`--arg ops=N` operators, none chainable).
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -65,6 +65,22 @@ impl Guest for Raw {
                 ttl: None,
             }),
             "plan-error" => return Err("this job refuses to plan".into()),
+            "wide" => {
+                let ops: u32 = args
+                    .iter()
+                    .find(|(k, _)| k == "ops")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(1500);
+                nodes.truncate(1);
+                edges.clear();
+                for i in 1..=ops {
+                    nodes.push(node(&format!("op-{i}"), NodeKind::Operator));
+                    edges.push(Edge {
+                        partitioning: Partitioning::Rebalance,
+                        ..edge(0, i)
+                    });
+                }
+            }
             _ => {}
         }
         Ok(JobPlan {
