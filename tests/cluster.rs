@@ -1545,7 +1545,17 @@ fn disk_quotas_are_checked_before_writing_and_savepoints_can_be_deleted() {
         .clone();
     assert_eq!(list.len(), taken, "{list:?}");
     assert!(list.iter().all(|s| s["job"] == job.as_str()));
-    for s in &list[1..] {
+    // The CLI lists and deletes them too.
+    let o = c.cli(HOOLI, &["savepoints"]);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(printed.contains(list[1]["name"].as_str().unwrap()) && printed.contains("disk: "));
+    let o = c.cli(
+        HOOLI,
+        &["dispose-savepoint", list[1]["name"].as_str().unwrap()],
+    );
+    assert!(o.status.success(), "{o:?}");
+    for s in &list[2..] {
         let name = s["name"].as_str().unwrap();
         let (status, v) = c.call(
             "DELETE",

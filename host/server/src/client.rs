@@ -78,6 +78,10 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
     }
 
+    fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.url)))
+    }
+
     /// Uploads a component file; answers its id.
     pub fn upload(&self, file: &PathBuf) -> anyhow::Result<Value> {
         let bytes =
@@ -345,6 +349,50 @@ pub fn savepoint(c: &Client, job: &str, stop: bool, drain: bool) -> anyhow::Resu
     let status = c.await_trigger(job, trigger)?;
     c.print(&status, |s| {
         format!("savepoint: {}\n", s["location"].as_str().unwrap_or("?"))
+    });
+    Ok(())
+}
+
+/// `weir savepoints`: the caller's savepoints and its disk use.
+pub fn savepoints(c: &Client) -> anyhow::Result<()> {
+    let list = c.get("/v1/savepoints")?;
+    let usage = c.get("/v1/overview")?["usage"].clone();
+    c.print(&list, |v| {
+        let mut rows = vec![[
+            "NAME".to_string(),
+            "JOB".into(),
+            "BYTES".into(),
+            "LOCATION".into(),
+        ]];
+        for s in v["savepoints"].as_array().into_iter().flatten() {
+            rows.push([
+                s["name"].as_str().unwrap_or("?").into(),
+                s["job"].as_str().unwrap_or("-").into(),
+                s["bytes"].to_string(),
+                s["location"].as_str().unwrap_or("?").into(),
+            ]);
+        }
+        let mut out = table(&rows);
+        if let (Some(used), Some(max)) = (
+            usage["disk_bytes"].as_u64(),
+            usage["max_disk_bytes"].as_u64(),
+        ) {
+            out.push_str(&format!("disk: {used} of {max} bytes\n"));
+        }
+        out
+    });
+    Ok(())
+}
+
+/// `weir dispose-savepoint NAME`.
+pub fn dispose_savepoint(c: &Client, name: &str) -> anyhow::Result<()> {
+    let deleted = c.delete(&format!("/v1/savepoints/{name}"))?;
+    c.print(&deleted, |s| {
+        format!(
+            "deleted savepoint {} ({} bytes)\n",
+            s["name"].as_str().unwrap_or("?"),
+            s["bytes"]
+        )
     });
     Ok(())
 }

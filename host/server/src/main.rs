@@ -123,6 +123,18 @@ enum Command {
         #[command(flatten)]
         cluster: client::ClusterArgs,
     },
+    /// Lists your savepoints on a cluster, and your disk use.
+    Savepoints {
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
+    /// Deletes a savepoint on a cluster (refused while a running job was started from it).
+    DisposeSavepoint {
+        /// The savepoint's name, as `weir savepoints` lists it.
+        name: String,
+        #[command(flatten)]
+        cluster: client::ClusterArgs,
+    },
     /// Stops a job on a cluster with a savepoint; prints its location.
     Stop {
         /// Job id.
@@ -436,6 +448,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Savepoint { job, cluster } => {
             client::savepoint(&client::Client::new(&cluster)?, &job, false, false)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Savepoints { cluster } => {
+            client::savepoints(&client::Client::new(&cluster)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DisposeSavepoint { name, cluster } => {
+            client::dispose_savepoint(&client::Client::new(&cluster)?, &name)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stop {
