@@ -21,6 +21,7 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("weir-rest")
         .build()
         .context("cannot start the REST runtime")?;
+    raise_open_files_limit();
     let limits = weir_api::HttpLimits::of(&jm.config().server);
     let shutdown_timeout = Duration::from_millis(jm.config().server.shutdown_timeout_ms);
     runtime.block_on(async {
@@ -67,6 +68,22 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every connection, RocksDB file and part file is a descriptor: the soft limit (often 1,024)
+/// goes up to the hard one, so `max_connections` is not cut short by running out of them.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
 }
 
 async fn shutdown_signal() {
