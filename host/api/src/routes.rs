@@ -218,7 +218,11 @@ pub(crate) async fn upload_component(
     }
     // Streamed to a temporary file, the limit enforced while reading; the file is removed on
     // every way out of here but success.
-    let mut upload = s.jm.begin_upload(&p)?;
+    let mut upload = {
+        // Measuring the tenant's disk use walks its directories.
+        let (jm, p) = (s.jm.clone(), p.clone());
+        blocking(move || jm.begin_upload(&p)).await?
+    };
     let write = |upload: &mut weir_jobmanager::components::Upload, chunk: &[u8]| {
         upload.write(chunk).map_err(|e| match e {
             e @ UploadError::TooLarge { .. } => {
@@ -482,8 +486,12 @@ pub(crate) async fn delete_savepoint(
 
 /// Slots, jobs by state, tenants; a tenant's own disk use and quota.
 #[utoipa::path(get, path = "/v1/overview", responses((status = 200, body = ClusterOverview)))]
-pub(crate) async fn overview(State(s): State<AppState>, Auth(p): Auth) -> Json<ClusterOverview> {
-    Json(s.jm.overview(&p))
+pub(crate) async fn overview(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+) -> Result<Json<ClusterOverview>, ApiError> {
+    let jm = s.jm.clone();
+    Ok(Json(blocking(move || Ok(jm.overview(&p))).await?))
 }
 
 /// The TaskManagers and their slots.

@@ -23,7 +23,7 @@ use crate::taskmanager::{
 };
 use weir_worker::paths;
 
-/// Checkpoints completing more often than this are not each measured against the disk quota.
+/// A tenant's disk use is measured against its quota after checkpoints at most this often.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Ended jobs kept per tenant for `GET /v1/jobs` (the oldest are forgotten first).
@@ -62,6 +62,8 @@ struct Jobs {
     slots_used: u32,
     /// Guest time per tenant since the server started (ended jobs included).
     tenant_guest_time: BTreeMap<String, Duration>,
+    /// When each tenant's disk use was last measured after a checkpoint.
+    disk_checked: BTreeMap<String, Instant>,
 }
 
 impl Jobs {
@@ -107,8 +109,6 @@ struct JobRecord {
     failure: Option<String>,
     /// A quota the job broke: it is cancelled and ends FAILED with this cause.
     quota_failure: Option<String>,
-    /// When its tenant's disk use was last checked after a checkpoint.
-    disk_checked: Option<Instant>,
     exceptions: VecDeque<ExceptionEntry>,
     checkpoints: CheckpointStats,
     plan: PlanSummary,
@@ -762,7 +762,6 @@ impl JobManager {
             restarts: 0,
             failure: None,
             quota_failure: None,
-            disk_checked: None,
             exceptions: VecDeque::new(),
             checkpoints: CheckpointStats::default(),
             plan: PlanSummary::of(&graph),
@@ -1008,6 +1007,18 @@ impl JobManager {
 
     /// Slots, jobs by state and tenants, as `p` may see them.
     pub fn overview(&self, p: &Principal) -> ClusterOverview {
+        // Measured before the job table is locked: it walks the tenant's directories.
+        let usage = match p {
+            Principal::Admin => None,
+            Principal::Tenant(t) => {
+                let disk = self.disk_usage(t);
+                Some(TenantUsage {
+                    disk,
+                    disk_bytes: disk.total(),
+                    max_disk_bytes: t.max_disk_bytes,
+                })
+            }
+        };
         let jobs = self.jobs();
         let mut by_state: BTreeMap<String, u32> = JobState::ALL
             .iter()
@@ -1031,17 +1042,7 @@ impl JobManager {
             taskmanagers: 1,
             started_ms: self.inner.started_ms,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            usage: match p {
-                Principal::Admin => None,
-                Principal::Tenant(t) => {
-                    let disk = self.disk_usage(t);
-                    Some(TenantUsage {
-                        disk,
-                        disk_bytes: disk.total(),
-                        max_disk_bytes: t.max_disk_bytes,
-                    })
-                }
-            },
+            usage,
         }
     }
 
@@ -1230,12 +1231,14 @@ impl JobManager {
                     j.settle_triggers_before(false, Ok(&s.location), began);
                 }
                 // Checkpoints are written as the job runs: its tenant's disk quota is checked
-                // as they complete (a few seconds apart at most), the job failing over it.
-                let due = j
+                // as they complete (once every few seconds per tenant), the job failing over it.
+                let due = jobs
                     .disk_checked
+                    .get(&j.tenant.name)
                     .is_none_or(|t| t.elapsed() >= DISK_CHECK_INTERVAL);
                 if due && j.quota_failure.is_none() {
-                    j.disk_checked = Some(Instant::now());
+                    jobs.disk_checked
+                        .insert(j.tenant.name.clone(), Instant::now());
                     if let Err(e) = self.check_disk(&j.tenant) {
                         let cause = format!("checkpoint {}: {}", s.id, e.message);
                         tracing::warn!(job = %j.id, %cause, "disk quota exceeded");
