@@ -23,6 +23,8 @@ const HOOLI: &str = "hooli-token";
 /// A running `weir serve`, stopped when dropped.
 struct Cluster {
     child: Child,
+    /// What the server printed on standard output after its first line.
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     url: String,
     http: reqwest::blocking::Client,
     /// acme's allowed directory.
@@ -97,9 +99,10 @@ allowed_paths = ["{globex_dir}"]
             ),
         )
         .unwrap();
-        let (child, url) = serve(&config, level, log);
+        let (child, url, stdout) = serve(&config, level, log);
         Cluster {
             child,
+            stdout,
             url,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -114,9 +117,10 @@ allowed_paths = ["{globex_dir}"]
     fn crash_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let (child, url) = serve(&self.dir.path().join("weir.toml"), "error", None);
+        let (child, url, stdout) = serve(&self.dir.path().join("weir.toml"), "error", None);
         self.child = child;
         self.url = url;
+        self.stdout = stdout;
     }
 
     fn call(
@@ -260,8 +264,11 @@ allowed_paths = ["{globex_dir}"]
     }
 }
 
-/// Starts `weir serve --config config`; answers it and its URL.
-fn serve(config: &Path, level: &str, log: Option<&Path>) -> (Child, String) {
+/// What a server printed.
+type Printed = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Starts `weir serve --config config`; answers it, its URL and what it prints after that.
+fn serve(config: &Path, level: &str, log: Option<&Path>) -> (Child, String, Printed) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["serve", "--config"])
         .arg(config)
@@ -277,13 +284,23 @@ fn serve(config: &Path, level: &str, log: Option<&Path>) -> (Child, String) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut first).unwrap();
     // Keep reading what it prints.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let printed = Printed::default();
+    let into = printed.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
     let url = first
         .trim()
         .strip_prefix("weir session cluster: ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_string();
-    (child, url)
+    (child, url, printed)
 }
 
 impl Drop for Cluster {
@@ -490,7 +507,11 @@ fn upload_run_savepoint_stop_resume_and_cancel() {
     let o = c.get("/v1/overview", ACME);
     assert_eq!(o["jobs"]["FINISHED"], 2);
     assert_eq!(o["jobs"]["CANCELED"], 1);
-    assert_eq!(o["slots_free"], 8);
+    // A tenant sees the slots it may use (acme: max_slots 6), all free again.
+    assert_eq!(
+        (&o["slots_total"], &o["slots_free"]),
+        (&json!(6), &json!(6))
+    );
     let listed = c.cli(ACME, &["list"]);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(text.contains(&slow) && text.contains("CANCELED"), "{text}");
@@ -787,7 +808,7 @@ fn malformed_requests_get_clear_errors() {
         ),
         400,
         "path_not_allowed",
-        "resolves to",
+        "is not allowed",
     );
     let mut from = durable_job(&id, &c.acme_dir.join("o"), 10, 0);
     from["from_savepoint"] = json!("/etc");
@@ -1765,6 +1786,24 @@ fn guest_log_lines_are_escaped_and_rate_limited() {
 }
 
 #[test]
+fn a_print_sink_cannot_flood_the_servers_output() {
+    let c = Cluster::start("");
+    let faulty = c.upload(ACME, "faulty");
+    let job = c.submit(
+        ACME,
+        json!({"component": faulty, "args": {"mode": "print", "count": "20000"}}),
+    );
+    let j = c.wait_state(&job, "FINISHED");
+    // Every record was taken; only the job's rate of them was printed.
+    assert_eq!(j["operators"][2]["records_in"], 20_000, "{j:#}");
+    std::thread::sleep(Duration::from_millis(200));
+    let printed = String::from_utf8_lossy(&c.stdout.lock().unwrap()).to_string();
+    let records = printed.lines().filter(|l| l.starts_with('[')).count();
+    assert!(records >= 100, "{printed}");
+    assert!(records <= 1_000 + 100 * 30, "{records} records printed");
+}
+
+#[test]
 fn a_path_swapped_for_a_symlink_after_submission_is_refused_at_start() {
     let c = Cluster::start("");
     let id = c.upload(ACME, "durable");
@@ -2078,4 +2117,225 @@ fn jobs_running_when_the_server_dies_continue_after_a_restart() {
     c.crash_and_restart();
     let (s, _) = c.call("GET", &format!("/v1/jobs/{job}"), Some(ACME), None);
     assert_eq!(s, 404);
+}
+
+/// Every byte under `dir`, in-progress and hidden files included.
+fn all_bytes_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_bytes_under(&p));
+        } else {
+            out.extend(std::fs::read(&p).unwrap_or_default());
+        }
+    }
+    out
+}
+
+/// A file source reading a directory slowly; while it reads its first file, a file it has not
+/// reached yet (one job) or the whole directory (another) is swapped for a symlink to files
+/// outside the tenant's paths. The job fails with "not allowed"; nothing of those files ever
+/// reaches the output.
+#[test]
+fn a_source_swapped_for_a_symlink_while_the_job_reads_is_not_followed() {
+    let c = Cluster::start("");
+    let id = c.upload(ACME, "durable");
+    let secret = c.dir.path().join("secret.txt");
+    let secrets = c.dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let secret_lines: String = (0..50).map(|i| format!("SECRET{i} {i}\n")).collect();
+    std::fs::write(&secret, &secret_lines).unwrap();
+    std::fs::write(secrets.join("b.txt"), &secret_lines).unwrap();
+    let mut jobs = Vec::new();
+    for case in ["file", "dir"] {
+        let input = c.acme_dir.join(format!("in-{case}"));
+        std::fs::create_dir_all(&input).unwrap();
+        // Three seconds of reading at 100 records a second before b.txt is reached; long
+        // lines, so that b.txt is not even opened ahead of time (the source reads ahead a
+        // few 256 KiB chunks).
+        let pad = "x".repeat(8 << 10);
+        let first: String = (0..300)
+            .map(|i| format!("k{} {i} {pad}\n", i % 5))
+            .collect();
+        std::fs::write(input.join("a.txt"), first).unwrap();
+        std::fs::write(input.join("b.txt"), "k9 0\n").unwrap();
+        let out = c.acme_dir.join(format!("out-{case}"));
+        let job = c.submit(
+            ACME,
+            json!({
+                "component": id,
+                "parallelism": 1,
+                "args": {
+                    "source": "file",
+                    "input": input.display().to_string(),
+                    "output": out.display().to_string(),
+                    "rate": "100",
+                },
+                "checkpoint_interval_ms": 100,
+                "restart_attempts": 0,
+            }),
+        );
+        jobs.push((job, input, out, case));
+    }
+    for (job, input, _, case) in &jobs {
+        c.wait_state(job, "RUNNING");
+        if *case == "file" {
+            std::fs::remove_file(input.join("b.txt")).unwrap();
+            std::os::unix::fs::symlink(&secret, input.join("b.txt")).unwrap();
+        } else {
+            std::fs::rename(input, c.acme_dir.join("in-dir.old")).unwrap();
+            std::os::unix::fs::symlink(&secrets, input).unwrap();
+        }
+    }
+    for (job, _, out, case) in &jobs {
+        let j = c.wait_job(job, "ended", |j| {
+            j["state"] == "FAILED" || j["state"] == "FINISHED"
+        });
+        let written = String::from_utf8_lossy(&all_bytes_under(out)).to_string();
+        assert!(
+            !written.contains("SECRET"),
+            "{case}: the secret reached the output"
+        );
+        assert_eq!(j["state"], "FAILED", "{case}: {j:#}");
+        let failure = j["failure"].as_str().unwrap();
+        assert!(failure.contains("is not allowed"), "{case}: {failure}");
+        for leak in ["secret", "SECRET"] {
+            assert!(!failure.contains(leak), "{case}: {failure}");
+        }
+    }
+}
+
+/// A FIFO as a file source's input is refused: at submission, and at the start of a job
+/// whose input became one while it waited for slots (it fails, rather than blocking on a
+/// read that never ends). The server answers throughout.
+#[test]
+fn a_fifo_as_input_is_refused_and_nothing_blocks_on_it() {
+    let c = Cluster::start("");
+    let wc = c.upload(ACME, "word_count");
+    let fifo = c.acme_dir.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let job = |input: &Path, out: &str| {
+        json!({
+            "component": wc,
+            "parallelism": 1,
+            "args": {
+                "input": input.display().to_string(),
+                "output": c.acme_dir.join(out).display().to_string(),
+            },
+        })
+    };
+    let (s, v) = c.call("POST", "/v1/jobs", Some(ACME), Some(job(&fifo, "o1")));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "path_not_allowed", "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("not a regular file"), "{m}");
+    // A regular file at submission, a FIFO by the time the job starts.
+    let durable = c.upload(ACME, "durable");
+    let mut big = durable_job(&durable, &c.acme_dir.join("big"), 1_000_000, 100);
+    big["parallelism"] = json!(6);
+    let big = c.submit(ACME, big);
+    c.wait_state(&big, "RUNNING");
+    let later = c.acme_dir.join("later.txt");
+    std::fs::write(&later, "a b c\n").unwrap();
+    let mut queued = job(&later, "o2");
+    queued["wait"] = json!(true);
+    let queued = c.submit(ACME, queued);
+    std::fs::remove_file(&later).unwrap();
+    let made = Command::new("mkfifo").arg(&later).status().unwrap();
+    assert!(made.success());
+    c.call("POST", &format!("/v1/jobs/{big}/cancel"), Some(ACME), None);
+    let until = Instant::now() + Duration::from_secs(30);
+    let j = loop {
+        let j = c.get(&format!("/v1/jobs/{queued}"), ACME);
+        let state = j["state"].as_str().unwrap().to_string();
+        if ["FAILED", "FINISHED", "CANCELED"].contains(&state.as_str()) {
+            break j;
+        }
+        if Instant::now() > until {
+            // Blocked on the FIFO: a cancel must still end it promptly.
+            c.call(
+                "POST",
+                &format!("/v1/jobs/{queued}/cancel"),
+                Some(ACME),
+                None,
+            );
+            let cancel_until = Instant::now() + Duration::from_secs(10);
+            let mut j = j;
+            while Instant::now() < cancel_until && j["state"] != "CANCELED" {
+                std::thread::sleep(Duration::from_millis(100));
+                j = c.get(&format!("/v1/jobs/{queued}"), ACME);
+            }
+            panic!("the job read the FIFO (after a cancel: {})", j["state"]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(j["state"], "FAILED", "{j:#}");
+    let failure = j["failure"].as_str().unwrap();
+    assert!(failure.contains("not a regular file"), "{failure}");
+    c.wait_state(&big, "CANCELED");
+    let (s, _) = c.call("GET", "/v1/overview", Some(ADMIN), None);
+    assert_eq!(s, 200);
+}
+
+/// A path outside the tenant's directories gets one answer, whether it exists or not and
+/// wherever a symlink leads: "not allowed", naming only the path as sent.
+#[test]
+fn path_errors_tell_a_tenant_nothing_about_the_servers_files() {
+    let c = Cluster::start("");
+    let wc = c.upload(ACME, "word_count");
+    std::os::unix::fs::symlink("/etc", c.acme_dir.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent-target-w31r", c.acme_dir.join("dangling")).unwrap();
+    let inputs: Vec<PathBuf> = vec![
+        "/etc/shadow".into(),
+        "/nonexistent/x".into(),
+        c.acme_dir.join("etc-link"),
+        c.acme_dir.join("etc-link/shadow"),
+        c.acme_dir.join("etc-link/nonexistent"),
+        c.acme_dir.join("dangling"),
+        c.acme_dir.join("dangling/x"),
+        c.acme_dir.join("nothere/../../globex"),
+    ];
+    let mut shapes = Vec::new();
+    for input in &inputs {
+        let sent = input.display().to_string();
+        let (s, v) = c.call(
+            "POST",
+            "/v1/jobs",
+            Some(ACME),
+            Some(json!({
+                "component": wc,
+                "args": {"input": sent, "output": c.acme_dir.join("o").display().to_string()},
+            })),
+        );
+        assert_eq!(s, 400, "{sent}: {v}");
+        assert_eq!(v["error"]["code"], "path_not_allowed", "{sent}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains("is not allowed"), "{sent}: {m}");
+        // What is left once the path as sent is taken out says nothing of the server.
+        let shape = m.replace(&sent, "<path>");
+        for leak in [
+            "exist",
+            "/etc",
+            "shadow",
+            "nonexistent-target",
+            "resolves",
+            "globex",
+            "No such file",
+        ] {
+            assert!(!shape.contains(leak), "{sent}: '{m}' says '{leak}'");
+        }
+        assert!(
+            !shape.contains(&*c.dir.path().to_string_lossy()),
+            "{sent}: {m}"
+        );
+        shapes.push(shape);
+    }
+    for (input, shape) in inputs.iter().zip(&shapes) {
+        assert_eq!(shape, &shapes[0], "{}", input.display());
+    }
 }

@@ -324,6 +324,7 @@ fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
     o.savepoint_now = c.savepoint_now.clone();
     o.drain = c.drain.clone();
     o.keep_running_if_stop_fails = true;
+    o.shared_output = true;
     o.resume = d.resume;
     o.job_id = Some(d.job.clone());
     o.checkpoints = CheckpointConfig {

@@ -194,13 +194,18 @@ use weir_core::StateKind::{List, Map};
 
 impl Host for TaskData {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
+        let task = self.label.as_str();
         let dropped = match self.logs.admit() {
             crate::logs::Admit::Write { dropped } => dropped,
-            crate::logs::Admit::Drop => return Ok(()),
+            crate::logs::Admit::Drop { first } => {
+                if first {
+                    tracing::warn!(target: "weir::guest", task, "guest log lines dropped: over the job's rate of log lines");
+                }
+                return Ok(());
+            }
         };
-        let task = self.label.as_str();
         if dropped > 0 {
-            tracing::warn!(target: "weir::guest", task, dropped, "guest log lines dropped (over the job's rate)");
+            tracing::warn!(target: "weir::guest", task, dropped, "guest log lines dropped before this one");
         }
         let message = crate::logs::one_line(&message);
         match level {

@@ -28,4 +28,4 @@ mod logs;
 pub use chain::{BatchResult, CallContext, GuestChain, GuestUsage, PollResult};
 pub use error::{GuestError, LoadError};
 pub use loader::{ChainSpec, JobComponent, Runtime, RuntimeConfig, SUPPORTED_WIT};
-pub use logs::{Admit, LogBudget};
+pub use logs::{one_line, Admit, LogBudget};

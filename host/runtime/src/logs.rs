@@ -28,8 +28,11 @@ pub enum Admit {
         /// Lines dropped before this one.
         dropped: u64,
     },
-    /// Drop it.
-    Drop,
+    /// Drop it; `first`: the first dropped since a line was written (say so once).
+    Drop {
+        /// The first of a run of dropped lines.
+        first: bool,
+    },
 }
 
 impl LogBudget {
@@ -63,7 +66,9 @@ impl LogBudget {
             }
         } else {
             b.dropped += 1;
-            Admit::Drop
+            Admit::Drop {
+                first: b.dropped == 1,
+            }
         }
     }
 }
@@ -109,10 +114,14 @@ mod tests {
     fn a_flood_is_cut_to_the_rate_and_the_drops_are_counted() {
         let budget = LogBudget::new(10, 5);
         let start = Instant::now();
-        let written = (0..100)
-            .filter(|_| budget.admit_at(start) != Admit::Drop)
+        let answers: Vec<Admit> = (0..100).map(|_| budget.admit_at(start)).collect();
+        let written = answers
+            .iter()
+            .filter(|a| matches!(a, Admit::Write { .. }))
             .count();
         assert_eq!(written, 5);
+        assert_eq!(answers[5], Admit::Drop { first: true });
+        assert_eq!(answers[6], Admit::Drop { first: false });
         // A second later, ten more; the first says how many were dropped.
         let later = start + Duration::from_secs(1);
         assert_eq!(budget.admit_at(later), Admit::Write { dropped: 95 });

@@ -159,6 +159,9 @@ pub struct JobOptions {
     pub allowed_paths: Option<Arc<Vec<std::path::PathBuf>>>,
     /// What every task's keyed state is charged to, and the largest value it may write.
     pub state_limits: StateLimits,
+    /// Standard output is shared with other jobs (a session cluster): print sinks keep each
+    /// record on one line and print at most the job's rate of lines (its guest-log budget).
+    pub shared_output: bool,
 }
 
 /// The limits on a job's keyed state, enforced as it grows.
@@ -228,6 +231,7 @@ impl JobOptions {
             keep_running_if_stop_fails: false,
             allowed_paths: None,
             state_limits: StateLimits::default(),
+            shared_output: false,
         }
     }
 
@@ -487,7 +491,8 @@ impl Attempt<'_> {
         let args = &args;
         // A tenant's files stay in its directories: checked again now, as the connectors
         // are about to open them (a directory may have become a symlink since submission).
-        if let Some(allowed) = &options.allowed_paths {
+        let allowed = options.allowed_paths.as_deref().map(Vec::as_slice);
+        if let Some(allowed) = allowed {
             paths::check_graph(graph, allowed).map_err(JobError::Unsupported)?;
         }
         // Transactions of the restored snapshot are committed (again: idempotent); whatever
@@ -496,7 +501,7 @@ impl Attempt<'_> {
             r.commit_sinks(graph)?;
         }
         for c in checkpoint::sink_connectors(graph) {
-            connectors::abort_uncommitted(c)?;
+            connectors::abort_uncommitted_within(c, allowed)?;
         }
         let restored = |uid: &str,
                         p: u32,
@@ -522,7 +527,8 @@ impl Attempt<'_> {
                         let NodeKind::Source(c) = &graph.nodes[s].kind else {
                             unreachable!("vertex sources are source nodes")
                         };
-                        let mut reader = connectors::open_source(c, i, v.parallelism)?;
+                        let mut reader =
+                            connectors::open_source_within(c, i, v.parallelism, allowed)?;
                         let uid = &graph.nodes[s].uid;
                         // A subtask restored finished reads nothing.
                         let finished = restored(&graph.nodes[v.head()].uid, v.parallelism, i)?
@@ -722,7 +728,14 @@ impl Attempt<'_> {
                         let NodeKind::Sink(c) = &graph.nodes[s].kind else {
                             unreachable!("vertex sinks are sink nodes")
                         };
-                        Some(connectors::open_sink(c, i, v.parallelism)?)
+                        let shared = options.shared_output.then(|| self.logs.clone());
+                        Some(connectors::open_sink_within(
+                            c,
+                            i,
+                            v.parallelism,
+                            allowed,
+                            shared,
+                        )?)
                     }
                     None => None,
                 };

@@ -1,10 +1,17 @@
 //! Connectors built into the host: `datagen` and `file` sources; `file`, `print` and
 //! `blackhole` sinks.
+//!
+//! File connectors open their files beneath the allowed directory their path lies in (a
+//! tenant's `allowed_paths`, given to the `*_within` functions; see [`crate::paths`]), and
+//! follow no symlink once their path is anchored. The other functions (local runs) anchor
+//! the path beneath `/` as it resolves when they are called.
 
 mod datagen;
 mod file;
 mod sinks;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -35,6 +42,15 @@ pub enum ConnectorError {
         connector: &'static str,
         /// What is wrong.
         message: String,
+    },
+    /// A path is not allowed, or cannot be used.
+    #[error("connector '{connector}': {source}")]
+    Path {
+        /// Connector name.
+        connector: &'static str,
+        /// Why.
+        #[source]
+        source: crate::paths::PathError,
     },
     /// Reading or writing failed.
     #[error("connector '{connector}': {path}: {source}")]
@@ -113,10 +129,18 @@ pub fn commit(c: &Connector, pending: &Value) -> Result<(), ConnectorError> {
 }
 
 /// Removes what uncommitted transactions of a sink left behind (before a job starts, after
-/// the restored checkpoint's transactions were committed).
+/// the restored checkpoint's transactions were committed), in a local run.
 pub fn abort_uncommitted(c: &Connector) -> Result<(), ConnectorError> {
+    abort_uncommitted_within(c, None)
+}
+
+/// [`abort_uncommitted`] for a sink whose files must lie under `allowed` (when given).
+pub fn abort_uncommitted_within(
+    c: &Connector,
+    allowed: Option<&[PathBuf]>,
+) -> Result<(), ConnectorError> {
     match c.name.as_str() {
-        "file" => FileSink::abort_uncommitted(c),
+        "file" => FileSink::abort_uncommitted(c, allowed),
         _ => Ok(()),
     }
 }
@@ -175,15 +199,27 @@ where
         .transpose()
 }
 
-/// Opens the reader of subtask `subtask` of `parallelism` for a source connector.
+/// Opens the reader of subtask `subtask` of `parallelism` for a source connector, in a
+/// local run (any path).
 pub fn open_source(
     c: &Connector,
     subtask: u32,
     parallelism: u32,
 ) -> Result<Box<dyn SourceReader>, ConnectorError> {
+    open_source_within(c, subtask, parallelism, None)
+}
+
+/// Opens the reader of subtask `subtask` of `parallelism` for a source connector, whose
+/// files must lie under `allowed` (when given).
+pub fn open_source_within(
+    c: &Connector,
+    subtask: u32,
+    parallelism: u32,
+    allowed: Option<&[PathBuf]>,
+) -> Result<Box<dyn SourceReader>, ConnectorError> {
     match c.name.as_str() {
         "datagen" => Ok(Box::new(DatagenReader::new(c, subtask, parallelism)?)),
-        "file" => Ok(Box::new(FileReader::new(c, subtask, parallelism)?)),
+        "file" => Ok(Box::new(FileReader::new(c, subtask, parallelism, allowed)?)),
         other => Err(ConnectorError::Unknown {
             kind: "source",
             name: other.to_string(),
@@ -192,15 +228,33 @@ pub fn open_source(
     }
 }
 
-/// Opens the writer of subtask `subtask` of `parallelism` for a sink connector.
+/// Opens the writer of subtask `subtask` of `parallelism` for a sink connector, in a local
+/// run (any path).
 pub fn open_sink(
     c: &Connector,
     subtask: u32,
     parallelism: u32,
 ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+    open_sink_within(c, subtask, parallelism, None, None)
+}
+
+/// Opens the writer of subtask `subtask` of `parallelism` for a sink connector, whose files
+/// must lie under `allowed` (when given); `shared_output`: standard output is shared with
+/// other jobs, and a print sink takes lines from this budget.
+pub fn open_sink_within(
+    c: &Connector,
+    subtask: u32,
+    parallelism: u32,
+    allowed: Option<&[PathBuf]>,
+    shared_output: Option<Arc<weir_runtime::LogBudget>>,
+) -> Result<Box<dyn SinkWriter>, ConnectorError> {
     match c.name.as_str() {
-        "file" => Ok(Box::new(FileSink::new(c, subtask)?)),
-        "print" => Ok(Box::new(PrintSink::new(subtask, parallelism))),
+        "file" => Ok(Box::new(FileSink::new(c, subtask, allowed)?)),
+        "print" => Ok(Box::new(PrintSink::new(
+            subtask,
+            parallelism,
+            shared_output,
+        ))),
         "blackhole" => Ok(Box::new(BlackholeSink::default())),
         other => Err(ConnectorError::Unknown {
             kind: "sink",

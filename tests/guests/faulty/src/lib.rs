@@ -149,7 +149,8 @@ fn build(env: &mut StreamEnv) -> Result<()> {
             return Ok(());
         }
         "print" => {
-            env.datagen(Datagen::bounded(5).keys(3))
+            let count: u64 = env.arg_parse("count", 5)?;
+            env.datagen(Datagen::bounded(count).keys(3))
                 .map(|r: DatagenRecord| (r.seq, r.key))
                 .uid("pairs")
                 .sink(Sink::print())
