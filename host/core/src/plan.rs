@@ -141,6 +141,9 @@ pub struct JobGraph {
     pub max_parallelism: u32,
 }
 
+/// The longest uid or name of a node.
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// Why a plan cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -150,6 +153,11 @@ pub enum PlanError {
     /// Two nodes share a uid.
     #[error("duplicate operator uid '{0}': every node needs its own uid")]
     DuplicateUid(String),
+    /// A uid or name has control characters or is too long.
+    #[error(
+        "node {0}'s uid or name has control characters or is longer than {MAX_NAME_BYTES} bytes"
+    )]
+    UnprintableName(usize),
     /// A uid is empty.
     #[error("node {0} has an empty uid")]
     EmptyUid(usize),
@@ -227,6 +235,11 @@ impl JobGraph {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.uid.is_empty() {
                 return Err(PlanError::EmptyUid(i));
+            }
+            // Uids and names appear in logs, metrics and errors: one printable line each.
+            let printable = |s: &str| s.len() <= MAX_NAME_BYTES && !s.chars().any(char::is_control);
+            if !printable(&n.uid) || !printable(&n.name) {
+                return Err(PlanError::UnprintableName(i));
             }
             if !uids.insert(n.uid.as_str()) {
                 return Err(PlanError::DuplicateUid(n.uid.clone()));
@@ -394,6 +407,17 @@ mod tests {
         );
         g.validate().unwrap();
         assert_eq!(g.topological_order().unwrap(), vec![0, 1]);
+    }
+
+    #[test]
+    fn uids_and_names_are_one_printable_line() {
+        for bad in ["a\nINFO forged", "\u{1b}[2K", &"x".repeat(MAX_NAME_BYTES + 1)] {
+            let g = graph(
+                vec![source("s"), node(bad, NodeKind::Operator)],
+                vec![edge(0, 1)],
+            );
+            assert_eq!(g.validate(), Err(PlanError::UnprintableName(1)), "{bad:?}");
+        }
     }
 
     #[test]

@@ -402,7 +402,10 @@ impl JobManager {
             };
             match self.submit_as(tenant, entry.request, Some(entry.id.clone())) {
                 Ok(_) => tracing::info!(job = %entry.id, "job recovered"),
-                Err(e) => tracing::warn!(job = %entry.id, error = %e, "job not recovered"),
+                Err(e) => {
+                    let shown = weir_runtime::one_line(&e.message);
+                    tracing::warn!(job = %entry.id, error = %shown, "job not recovered")
+                }
             }
         }
     }
@@ -1195,7 +1198,9 @@ impl JobManager {
                 j.apply(Transition::TasksRunning);
             }
             TaskManagerEventKind::Restarting { attempt, cause } => {
-                tracing::warn!(job = %j.id, tenant = %j.tenant.name, attempt, %cause, "job restarting");
+                // The cause may carry a guest's words: one line, as guest logs are.
+                let shown = weir_runtime::one_line(&cause);
+                tracing::warn!(job = %j.id, tenant = %j.tenant.name, attempt, cause = %shown, "job restarting");
                 push_exception(j, attempt - 1, cause, true);
                 j.restarts = attempt;
                 j.operators.iter_mut().for_each(|o| {
@@ -1361,7 +1366,8 @@ impl JobManager {
                         }
                     },
                     JobOutcome::Failed(cause) => {
-                        tracing::warn!(job = %j.id, tenant = %j.tenant.name, %cause, "job failed");
+                        let shown = weir_runtime::one_line(&cause);
+                        tracing::warn!(job = %j.id, tenant = %j.tenant.name, cause = %shown, "job failed");
                         push_exception(j, j.restarts, cause.clone(), false);
                         j.failure = Some(cause);
                         j.apply(Transition::Failed);

@@ -231,7 +231,7 @@ impl Host for TaskData {
 
     fn list_add(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         self.check_state(state, List)?;
-        self.check_value(value.len())?;
+        self.check_value(key.len() + value.len())?;
         let (b, kg) = self.backend(&key)?;
         b.list_add(state, kg, &key, &value);
         self.charge_state()
@@ -263,7 +263,7 @@ impl Host for TaskData {
         value: Vec<u8>,
     ) -> wasmtime::Result<()> {
         self.check_state(state, Map)?;
-        self.check_value(user_key.len() + value.len())?;
+        self.check_value(key.len() + user_key.len() + value.len())?;
         let (b, kg) = self.backend(&key)?;
         b.map_put(state, kg, &key, &user_key, &value);
         self.charge_state()

@@ -80,18 +80,29 @@ impl Default for LogBudget {
     }
 }
 
-/// `message` on one line: control characters (newlines, escape sequences) as `\n`, `\u{1b}`.
+/// The longest line a guest may have written to the server's output; the rest is cut.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// `message` on one line of at most [`MAX_LINE_BYTES`] (and a note of what was cut):
+/// control characters (newlines, escape sequences) as `\n`, `\u{1b}`.
 pub fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
-    if !message.chars().any(char::is_control) {
+    let cut = message.len() > MAX_LINE_BYTES;
+    if !cut && !message.chars().any(char::is_control) {
         return message.into();
     }
-    let mut out = String::with_capacity(message.len() + 8);
+    let mut out = String::with_capacity(message.len().min(MAX_LINE_BYTES) + 32);
     for c in message.chars() {
+        if out.len() >= MAX_LINE_BYTES {
+            break;
+        }
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
+    }
+    if cut {
+        out.push_str(&format!(" [{} bytes cut]", message.len() - MAX_LINE_BYTES));
     }
     out.into()
 }
@@ -108,6 +119,10 @@ mod tests {
             "ok\\n2026-12-01T00:00:00Z INFO job{tenant=other}: hi\\u{1b}[2K"
         );
         assert!(matches!(one_line("plain"), std::borrow::Cow::Borrowed(_)));
+        let long = "x".repeat(1 << 20);
+        let line = one_line(&long);
+        assert!(line.len() < MAX_LINE_BYTES + 64, "{}", line.len());
+        assert!(line.ends_with(&format!("[{} bytes cut]", (1 << 20) - MAX_LINE_BYTES)));
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub enum StateLimitExceeded {
         would: u64,
     },
     /// One value or map entry too large.
-    #[error("a state value of {size} bytes exceeds max_state_value_bytes ({limit} bytes)")]
+    #[error(
+        "a state entry of {size} bytes (key and value) exceeds max_state_value_bytes ({limit} bytes)"
+    )]
     Value {
         /// Its size (a map entry's: user key and value).
         size: u64,
@@ -117,7 +119,7 @@ impl StateMeter {
         Self::new(Vec::new(), u64::MAX)
     }
 
-    /// Refuses a value (or a map entry's user key and value) over the value limit.
+    /// Refuses an entry (its key, a map entry's user key, and its value) over the limit.
     pub fn check_value(&self, size: usize) -> Result<(), StateLimitExceeded> {
         match size as u64 {
             size if size > self.max_value => Err(StateLimitExceeded::Value {

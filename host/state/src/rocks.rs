@@ -130,6 +130,8 @@ impl RocksDbStateBackend {
         }
         let mut b = Self::open_in(descriptors, range, dir)?;
         crate::restore_snapshot(&mut b, timers).map_err(|e| fail(e.to_string()))?;
+        // Its state is charged from the start.
+        b.measure();
         Ok(b)
     }
 
@@ -267,6 +269,21 @@ impl RocksDbStateBackend {
             "key group {key_group} is not in this backend's range {:?}",
             self.range
         );
+    }
+
+    /// Reads RocksDB's own figures for [`KeyedStateBackend::size`]: once a batch, and when
+    /// the database is opened (a restored one already holds its state).
+    fn measure(&self) {
+        // RocksDB's estimates, once a batch: cheap next to the batch itself.
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten();
+        if let (Some(disk), Some(memtables)) = (
+            property("rocksdb.live-sst-files-size"),
+            property("rocksdb.cur-size-all-mem-tables"),
+        ) {
+            let pending = self.pending.borrow().0.size_in_bytes() as u64;
+            self.measured.set((disk, memtables, pending));
+            self.written.set(0);
+        }
     }
 
     /// Everything written so far is in the database (before it is scanned or copied); the
@@ -529,7 +546,13 @@ impl KeyedStateBackend for RocksDbStateBackend {
         let mut v = self.get(&k).map(|v| v.to_vec()).unwrap_or_default();
         v.extend_from_slice(&(value.len() as u32).to_le_bytes());
         v.extend_from_slice(value);
-        self.write(k.len() + v.len(), |b| b.put(&k, &v));
+        // The state grew by the item (the list is rewritten, but RocksDB keeps one copy).
+        let grown = if v.len() == value.len() + 4 {
+            k.len() + v.len()
+        } else {
+            value.len() + 4
+        };
+        self.write(grown, |b| b.put(&k, &v));
     }
 
     fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
@@ -621,16 +644,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
     }
 
     fn end_batch(&mut self) {
-        // RocksDB's estimates, once a batch: cheap next to the batch itself.
-        let property = |name: &str| self.db.property_int_value(name).ok().flatten();
-        if let (Some(disk), Some(memtables)) = (
-            property("rocksdb.live-sst-files-size"),
-            property("rocksdb.cur-size-all-mem-tables"),
-        ) {
-            let pending = self.pending.borrow().0.size_in_bytes() as u64;
-            self.measured.set((disk, memtables, pending));
-            self.written.set(0);
-        }
+        self.measure();
     }
 
     fn export(&self, w: &mut SnapshotWriter) {
@@ -728,6 +742,13 @@ mod tests {
                 );
             }
         }
+        // A list appended to in one batch counts its items, not every rewrite of it.
+        let before = b.size().total;
+        for _ in 0..300 {
+            b.list_add(1, 0, b"hot", &[1u8; 1000]);
+        }
+        let grown = b.size().total - before;
+        assert!((300_000..400_000).contains(&grown), "{grown}");
         for i in 0u32..1000 {
             b.put_value(0, i % 16, &i.to_be_bytes(), &value());
         }

@@ -422,7 +422,10 @@ pub fn run_job(
                 let Some(delay) = strategy.delay(restarts) else {
                     return Err(e);
                 };
-                tracing::warn!(error = %e, restart = restarts, ?delay, "restarting the job");
+                // The error may carry a guest's words: one line, as guest logs are.
+                let shown = e.to_string();
+                let shown = weir_runtime::one_line(&shown);
+                tracing::warn!(error = %shown, restart = restarts, ?delay, "restarting the job");
                 options.emit(JobEvent::Restarting {
                     attempt: restarts,
                     cause: e.to_string(),
@@ -886,7 +889,9 @@ impl Attempt<'_> {
                     cancelled = true
                 }
                 Err(error) => {
-                    tracing::info!(task = %label, %error, "task failed");
+                    let shown = error.to_string();
+                    let shown = weir_runtime::one_line(&shown);
+                    tracing::info!(task = %label, error = %shown, "task failed");
                     if failure.is_none() {
                         failure = Some(JobError::Task { task: label, error });
                     }
