@@ -1642,6 +1642,68 @@ fn disk_quotas_are_checked_before_writing_and_savepoints_can_be_deleted() {
         .as_array()
         .unwrap()
         .is_empty());
+    // Checkpoints count too: a checkpointing job whose tenant goes over the quota fails as
+    // its next checkpoint completes, and keeps its checkpoints, which can then be deleted.
+    let mut checkpointing = body.clone();
+    checkpointing["checkpoint_interval_ms"] = json!(100);
+    checkpointing["args"]["output"] = json!(c.dir.path().join("hooli/out3").display().to_string());
+    let (s, v) = c.call("POST", "/v1/jobs", Some(HOOLI), Some(checkpointing));
+    assert_eq!(s, 201, "{v}");
+    let third = v["id"].as_str().unwrap().to_string();
+    wait(&third, "RUNNING");
+    let (s, v) = c.call(
+        "DELETE",
+        &format!("/v1/jobs/{third}/checkpoints"),
+        Some(HOOLI),
+        None,
+    );
+    assert_eq!((s, &v["error"]["code"]), (409, &json!("conflict")), "{v}");
+    let mut refused = false;
+    for _ in 0..500 {
+        let (s, v) = c.call(
+            "POST",
+            &format!("/v1/jobs/{third}/savepoints"),
+            Some(HOOLI),
+            None,
+        );
+        if s != 202 {
+            refused = true;
+            break;
+        }
+        let trigger = v["trigger_id"].as_str().unwrap().to_string();
+        while get(&format!("/v1/jobs/{third}/savepoints/{trigger}"))["status"] == "IN_PROGRESS" {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(refused, "the quota never stopped a savepoint");
+    wait(&third, "FAILED");
+    let j = get(&format!("/v1/jobs/{third}"));
+    assert!(
+        j["failure"].as_str().unwrap().contains("max_disk_bytes"),
+        "{j:#}"
+    );
+    let checkpoints = c
+        .dir
+        .path()
+        .join("data/tenants/hooli/checkpoints")
+        .join(&third);
+    assert!(checkpoints.is_dir());
+    let (s, v) = c.call(
+        "DELETE",
+        &format!("/v1/jobs/{third}/checkpoints"),
+        Some(HOOLI),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["bytes"].as_u64() > Some(0), "{v}");
+    assert!(!checkpoints.exists());
+    let (s, _) = c.call(
+        "DELETE",
+        &format!("/v1/jobs/{third}/checkpoints"),
+        Some(ACME),
+        None,
+    );
+    assert_eq!(s, 404);
 }
 
 #[test]

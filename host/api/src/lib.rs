@@ -85,7 +85,10 @@ pub fn router(jm: JobManager) -> Router {
         .route("/jobs/{id}", get(routes::get_job).patch(routes::patch_job))
         .route("/jobs/{id}/cancel", post(routes::cancel_job))
         .route("/jobs/{id}/exceptions", get(routes::job_exceptions))
-        .route("/jobs/{id}/checkpoints", get(routes::job_checkpoints))
+        .route(
+            "/jobs/{id}/checkpoints",
+            get(routes::job_checkpoints).delete(routes::delete_checkpoints),
+        )
         .route("/jobs/{id}/savepoints", post(routes::trigger_savepoint))
         .route(
             "/jobs/{id}/savepoints/{trigger}",

@@ -30,6 +30,7 @@ use crate::{AppState, Auth};
         upload_component, list_components, get_component, delete_component,
         submit_job, list_jobs, get_job, patch_job, cancel_job, job_exceptions, job_checkpoints,
         trigger_savepoint, savepoint_status, stop_job, list_savepoints, delete_savepoint,
+        delete_checkpoints,
         overview, taskmanagers, metrics
     ),
     components(schemas(
@@ -37,7 +38,8 @@ use crate::{AppState, Auth};
         JobOverview, JobDetails, JobState, StateEntry, OperatorStatus, ExceptionEntry,
         ExceptionList, CheckpointEntry, CheckpointStats, SavepointStatus, TriggerStatus,
         TriggerAnswer, StopRequest, ClusterOverview, TaskManagerInfo, TaskManagerList,
-        SavepointInfo, SavepointList, TenantUsage, DiskUsage, ErrorBody, ErrorDetail
+        SavepointInfo, SavepointList, TenantUsage, DiskUsage, DeletedCheckpoints, ErrorBody,
+        ErrorDetail
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -101,6 +103,15 @@ pub struct TaskManagerList {
 pub struct SavepointList {
     /// The caller's savepoints, newest first.
     pub savepoints: Vec<SavepointInfo>,
+}
+
+/// `DELETE /v1/jobs/{id}/checkpoints`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeletedCheckpoints {
+    /// The job.
+    pub job: String,
+    /// Bytes freed.
+    pub bytes: u64,
 }
 
 /// A savepoint was triggered.
@@ -455,6 +466,21 @@ pub(crate) async fn stop_job(
     };
     let trigger_id = s.jm.stop(&p, &id, req.drain)?;
     Ok((StatusCode::ACCEPTED, Json(TriggerAnswer { trigger_id })))
+}
+
+/// Deletes the checkpoints an ended job kept (a failed job keeps them to resume from).
+#[utoipa::path(delete, path = "/v1/jobs/{id}/checkpoints", params(("id" = String, Path)),
+    responses((status = 200, body = DeletedCheckpoints), (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has not ended, or a job that has not ended was started from them", body = ErrorBody)))]
+pub(crate) async fn delete_checkpoints(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<DeletedCheckpoints>, ApiError> {
+    let jm = s.jm.clone();
+    let job = id.clone();
+    let bytes = blocking(move || jm.delete_checkpoints(&p, &id)).await?;
+    Ok(Json(DeletedCheckpoints { job, bytes }))
 }
 
 /// The caller's savepoints, newest first.

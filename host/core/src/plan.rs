@@ -411,7 +411,11 @@ mod tests {
 
     #[test]
     fn uids_and_names_are_one_printable_line() {
-        for bad in ["a\nINFO forged", "\u{1b}[2K", &"x".repeat(MAX_NAME_BYTES + 1)] {
+        for bad in [
+            "a\nINFO forged",
+            "\u{1b}[2K",
+            &"x".repeat(MAX_NAME_BYTES + 1),
+        ] {
             let g = graph(
                 vec![source("s"), node(bad, NodeKind::Operator)],
                 vec![edge(0, 1)],

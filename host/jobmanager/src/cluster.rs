@@ -484,11 +484,84 @@ impl JobManager {
         if used >= tenant.max_disk_bytes {
             return Err(ClusterError::quota(format!(
                 "tenant '{}' keeps {used} bytes on disk; it may keep {} (max_disk_bytes): \
-                 delete savepoints or components first",
+                 delete savepoints, components or failed jobs' checkpoints first",
                 tenant.name, tenant.max_disk_bytes
             )));
         }
         Ok(())
+    }
+
+    /// Refuses a savepoint of job `id` once its tenant's disk quota is used up (measured
+    /// with the job table unlocked).
+    fn check_disk_of_job(&self, p: &Principal, id: &str) -> Result<(), ClusterError> {
+        let tenant = self.with_job(p, id, |j| Ok(j.tenant.clone()))?;
+        self.check_disk(&tenant)
+    }
+
+    /// Deletes the checkpoints an ended job kept (a failed job keeps them, to resume from);
+    /// answers the bytes freed. Refused while the job has not ended, or while a job that has
+    /// not ended was started from one of them.
+    pub fn delete_checkpoints(&self, p: &Principal, id: &str) -> Result<u64, ClusterError> {
+        let jobs = self.jobs();
+        let tenant = match jobs.by_id.get(id).filter(|j| p.may_see(&j.tenant.name)) {
+            Some(j) if !j.state.is_terminal() => {
+                return Err(ClusterError::conflict(format!(
+                    "the job is {}; its checkpoints are deleted once it has ended",
+                    j.state.name()
+                )))
+            }
+            Some(j) => j.tenant.name.clone(),
+            // A job the server no longer remembers (it restarted, or forgot the oldest
+            // ended jobs) may have left checkpoints in the tenant's directory.
+            None => match p {
+                Principal::Tenant(t)
+                    if !id.is_empty()
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                        && TenantDirs::new(&self.inner.data_dir, &t.name)
+                            .checkpoints
+                            .join(id)
+                            .is_dir() =>
+                {
+                    t.name.clone()
+                }
+                _ => return Err(ClusterError::not_found("job", id)),
+            },
+        };
+        let dirs = TenantDirs::new(&self.inner.data_dir, &tenant);
+        let dir = dirs.checkpoints.join(id);
+        if let Some(o) = jobs.by_id.values().find(|o| {
+            !o.state.is_terminal()
+                && o.restored_from
+                    .as_ref()
+                    .is_some_and(|f| f.starts_with(&dir))
+        }) {
+            return Err(ClusterError::new(
+                ErrorKind::Conflict,
+                "in_use",
+                format!(
+                    "job {} was started from one of these checkpoints and has not ended",
+                    o.id
+                ),
+            ));
+        }
+        let bytes = disk::dir_bytes(&dir);
+        let doomed = dirs
+            .checkpoints
+            .join(format!(".deleting-{}", random_hex(8)));
+        match std::fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(ClusterError::internal(format!(
+                    "cannot delete the checkpoints of job {id}: {e}"
+                )))
+            }
+        }
+        drop(jobs);
+        if let Err(e) = std::fs::remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), error = %e, "cannot remove deleted checkpoints");
+        }
+        Ok(bytes)
     }
 
     /// `p`'s savepoints, newest first.
@@ -529,10 +602,16 @@ impl JobManager {
                 ),
             ));
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| {
+        // Out of sight at once (no job can be started from it from now on), removed after the
+        // job table is unlocked.
+        let doomed = dirs.savepoints.join(format!(".deleting-{}", random_hex(8)));
+        std::fs::rename(&dir, &doomed).map_err(|e| {
             ClusterError::internal(format!("cannot delete savepoint '{name}': {e}"))
         })?;
         drop(jobs);
+        if let Err(e) = std::fs::remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), error = %e, "cannot remove a deleted savepoint");
+        }
         tracing::info!(tenant = %tenant.name, savepoint = name, "savepoint deleted");
         Ok(info)
     }
@@ -779,6 +858,16 @@ impl JobManager {
             restored_from: restored_from.clone(),
         };
         let mut jobs = self.jobs();
+        // Deleted since it was checked? (A delete holds this lock while it checks for jobs
+        // started from the savepoint.)
+        if let Some(from) = &record.restored_from {
+            if !resume && !from.join("_metadata").is_file() {
+                return Err(ClusterError::bad_request(format!(
+                    "from_savepoint: '{}' was deleted",
+                    from.display()
+                )));
+            }
+        }
         let active: Vec<&JobRecord> = jobs.active_of(&tenant.name).collect();
         admit_jobs(&tenant, active.len())?;
         admit_tasks(&tenant, active.iter().map(|j| j.tasks).sum(), tasks)?;
@@ -959,9 +1048,9 @@ impl JobManager {
 
     /// Takes a savepoint; the job goes on. Answers the trigger id.
     pub fn trigger_savepoint(&self, p: &Principal, id: &str) -> Result<String, ClusterError> {
+        self.check_disk_of_job(p, id)?;
         self.with_job(p, id, |j| {
             Self::check_snapshots(j)?;
-            self.check_disk(&j.tenant)?;
             let trigger = random_hex(8);
             j.add_trigger(&trigger, false);
             self.inner
@@ -975,9 +1064,9 @@ impl JobManager {
 
     /// Stops a job with a savepoint (`drain`: ending its input first). Answers the trigger id.
     pub fn stop(&self, p: &Principal, id: &str, drain: bool) -> Result<String, ClusterError> {
+        self.check_disk_of_job(p, id)?;
         self.with_job(p, id, |j| {
             Self::check_snapshots(j)?;
-            self.check_disk(&j.tenant)?;
             j.apply(Transition::Stop);
             let trigger = random_hex(8);
             j.add_trigger(&trigger, true);
@@ -1187,10 +1276,34 @@ impl JobManager {
     // ---- events from the TaskManager ---------------------------------------------------
 
     fn on_event(&self, event: TaskManagerEvent) {
+        let job = event.job.clone();
+        // A tenant's disk is measured with the job table unlocked (it walks directories).
+        if let Some((tenant, checkpoint)) = self.apply_event(event) {
+            if let Err(e) = self.check_disk(&tenant) {
+                let mut jobs = self.jobs();
+                if let Some(j) = jobs.by_id.get_mut(&job) {
+                    if !j.state.is_terminal() && j.quota_failure.is_none() {
+                        let cause = format!("checkpoint {checkpoint}: {}", e.message);
+                        tracing::warn!(job = %j.id, %cause, "disk quota exceeded");
+                        j.quota_failure = Some(cause);
+                        j.apply(Transition::Cancel);
+                        self.inner
+                            .taskmanager
+                            .send(TaskManagerCommand::Cancel { job: j.id.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies an event to its job's record; answers a disk check to make after a
+    /// checkpoint (the job's tenant, the checkpoint).
+    fn apply_event(&self, event: TaskManagerEvent) -> Option<(Arc<TenantConfig>, u64)> {
+        let mut disk_check = None;
         let mut guard = self.jobs();
         let jobs = &mut *guard;
         let Some(j) = jobs.by_id.get_mut(&event.job) else {
-            return;
+            return None;
         };
         match event.kind {
             TaskManagerEventKind::Running { attempt } => {
@@ -1244,15 +1357,7 @@ impl JobManager {
                 if due && j.quota_failure.is_none() {
                     jobs.disk_checked
                         .insert(j.tenant.name.clone(), Instant::now());
-                    if let Err(e) = self.check_disk(&j.tenant) {
-                        let cause = format!("checkpoint {}: {}", s.id, e.message);
-                        tracing::warn!(job = %j.id, %cause, "disk quota exceeded");
-                        j.quota_failure = Some(cause);
-                        j.apply(Transition::Cancel);
-                        self.inner
-                            .taskmanager
-                            .send(TaskManagerCommand::Cancel { job: j.id.clone() });
-                    }
+                    disk_check = Some((j.tenant.clone(), s.id));
                 }
             }
             TaskManagerEventKind::SnapshotFailed {
@@ -1418,6 +1523,7 @@ impl JobManager {
                 self.schedule(jobs);
             }
         }
+        disk_check
     }
 }
 

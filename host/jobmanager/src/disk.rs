@@ -112,6 +112,8 @@ pub fn list_savepoints(dir: &Path) -> Vec<SavepointInfo> {
     let mut out: Vec<SavepointInfo> = entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        // `.deleting-*`: on its way out.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter(|e| e.path().join("_metadata").is_file())
         .map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
@@ -145,8 +147,8 @@ fn job_of(name: &str) -> Option<String> {
 
 /// The directory of savepoint `name` under `dir`: a plain name, never a path.
 pub fn savepoint_dir(dir: &Path, name: &str) -> Result<PathBuf, ClusterError> {
-    let plain =
-        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    // No path, and nothing hidden (`..`, a `.deleting-*` on its way out).
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
     let path = dir.join(name);
     if !plain || !path.join("_metadata").is_file() {
         return Err(ClusterError::not_found("savepoint", name));
