@@ -1438,6 +1438,54 @@ fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
 }
 
 #[test]
+fn a_client_that_stops_sending_or_reading_is_cut_off() {
+    use std::io::{Read, Write};
+    let c = Cluster::start(
+        "header_read_timeout_ms = 30000\nbody_read_timeout_ms = 1000\nwrite_timeout_ms = 1000",
+    );
+    let addr = c.url.strip_prefix("http://").unwrap().to_string();
+    // A body that stops half-way.
+    let mut body = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        body,
+        "POST /v1/jobs HTTP/1.1\r\nHost: weir\r\nAuthorization: Bearer {ACME}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"component\""
+    )
+    .unwrap();
+    assert!(closed_within(&mut body, Duration::from_secs(10)));
+    // Many responses asked for and none read: the server's writes stall, and it gives up.
+    let (_, doc) = c.call("GET", "/v1/openapi.json", None, None);
+    let one = doc.to_string().len();
+    let requests = 2_000;
+    let mut reader = std::net::TcpStream::connect(&addr).unwrap();
+    let ask = "GET /v1/openapi.json HTTP/1.1\r\nHost: weir\r\n\r\n".repeat(requests);
+    reader.write_all(ask.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    reader
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = 0;
+    let closed = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => received += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break false
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(closed, "the connection stayed open ({received} bytes read)");
+    assert!(received < requests * one, "every response was written");
+    // The server still serves.
+    assert_eq!(c.get("/v1/overview", ACME)["tenants"], json!(["acme"]));
+}
+
+#[test]
 fn slow_and_half_open_clients_cannot_hold_the_server() {
     let c = Cluster::start("header_read_timeout_ms = 2000\nmax_connections = 40");
     let fresh = || {

@@ -1,7 +1,8 @@
 //! The HTTP server around the router, with limits no client can get around: a deadline for a
 //! request's headers (and so for an idle kept-alive connection), a deadline between two
-//! pieces of a request's body, a cap on open connections, and a shutdown that ends within a
-//! bounded time whatever the clients do.
+//! pieces of a request's body, a deadline for each write of a response (a client that stops
+//! reading), a cap on open connections, and a shutdown that ends within a bounded time
+//! whatever the clients do.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ pub struct HttpLimits {
     /// A client has this long to send a request's headers; an idle kept-alive connection
     /// is closed after it too.
     pub header_read_timeout: Duration,
+    /// A response that cannot be written for this long (the client stopped reading) ends
+    /// its connection.
+    pub write_timeout: Duration,
     /// Connections open at once; one more is closed at once.
     pub max_connections: usize,
     /// After shutdown begins, requests in progress have this long to finish; connections
@@ -30,6 +34,7 @@ impl HttpLimits {
     pub fn of(config: &weir_jobmanager::config::ServerConfig) -> Self {
         HttpLimits {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
             max_connections: config.max_connections,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         }
@@ -70,8 +75,11 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(Box::pin(stream));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended");

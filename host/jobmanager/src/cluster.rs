@@ -50,6 +50,8 @@ struct Inner {
     taskmanager: TaskManager,
     jobs: Mutex<Jobs>,
     started_ms: i64,
+    /// Disk promised to uploads in flight.
+    uploads: disk::Reservations,
 }
 
 #[derive(Default)]
@@ -329,6 +331,7 @@ impl JobManager {
             taskmanager,
             jobs: Mutex::default(),
             started_ms: now_ms(),
+            uploads: disk::Reservations::default(),
         });
         std::fs::create_dir_all(inner.data_dir.join("jobs"))
             .map_err(|e| io("cannot create the job journal", e))?;
@@ -463,14 +466,19 @@ impl JobManager {
         let left = tenant
             .max_disk_bytes
             .saturating_sub(self.disk_usage(tenant).total());
-        let (limit, what) = if left < tenant.max_component_bytes {
-            (left, "max_disk_bytes (what is left of it)")
+        // Uploads in flight at once share what is left.
+        let reservation =
+            self.inner
+                .uploads
+                .reserve(&tenant.name, left, tenant.max_component_bytes);
+        let (limit, what) = if reservation.bytes() < tenant.max_component_bytes {
+            (reservation.bytes(), "max_disk_bytes (what is left of it)")
         } else {
             (tenant.max_component_bytes, "max_component_bytes")
         };
         self.inner
             .components
-            .begin_upload(&tenant.name, limit, what)
+            .begin_upload(&tenant.name, limit, what, Some(reservation))
     }
 
     /// What `tenant` keeps on disk now.

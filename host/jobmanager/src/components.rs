@@ -159,6 +159,7 @@ impl ComponentStore {
         tenant: &str,
         limit: u64,
         what: &'static str,
+        reservation: Option<crate::disk::Reservation>,
     ) -> Result<Upload, ClusterError> {
         let dir = self.dir.join(tenant);
         let io =
@@ -177,6 +178,7 @@ impl ComponentStore {
             size: 0,
             limit,
             what,
+            _reservation: reservation,
         })
     }
 
@@ -341,6 +343,8 @@ pub struct Upload {
     size: u64,
     limit: u64,
     what: &'static str,
+    /// The disk promised to it, given back when it is stored or dropped.
+    _reservation: Option<crate::disk::Reservation>,
 }
 
 impl Upload {

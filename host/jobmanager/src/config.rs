@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// A request's body may pause this long between two pieces (`WEIR_BODY_READ_TIMEOUT_MS`).
     pub body_read_timeout_ms: u64,
+    /// A response write may wait this long for a client that does not read
+    /// (`WEIR_WRITE_TIMEOUT_MS`).
+    pub write_timeout_ms: u64,
     /// HTTP connections open at once (`WEIR_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// On shutdown, requests in progress have this long to finish (`WEIR_SHUTDOWN_GRACE_MS`).
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             max_request_bytes: 1 << 20,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
             max_connections: 1024,
             shutdown_grace_ms: 5_000,
             shutdown_timeout_ms: 60_000,
@@ -264,6 +268,7 @@ impl ClusterConfig {
             ("call_timeout_ms", self.server.call_timeout_ms),
             ("header_read_timeout_ms", self.server.header_read_timeout_ms),
             ("body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("write_timeout_ms", self.server.write_timeout_ms),
             ("max_connections", self.server.max_connections as u64),
         ];
         for (key, value) in positive {
@@ -369,6 +374,7 @@ impl ServerConfig {
             "WEIR_BODY_READ_TIMEOUT_MS",
             &mut self.body_read_timeout_ms,
         )?;
+        parse(env, "WEIR_WRITE_TIMEOUT_MS", &mut self.write_timeout_ms)?;
         parse(env, "WEIR_MAX_CONNECTIONS", &mut self.max_connections)?;
         parse(env, "WEIR_SHUTDOWN_GRACE_MS", &mut self.shutdown_grace_ms)?;
         parse(

@@ -38,6 +38,50 @@ pub struct TenantUsage {
     pub max_disk_bytes: u64,
 }
 
+/// Disk promised to uploads in flight, by tenant: what each may still write.
+#[derive(Debug, Clone, Default)]
+pub struct Reservations(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>);
+
+impl Reservations {
+    /// Reserves up to `want` bytes of what `tenant` has `left` (less what others reserved);
+    /// answers the guard, which gives them back when dropped.
+    pub fn reserve(&self, tenant: &str, left: u64, want: u64) -> Reservation {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.entry(tenant.to_string()).or_default();
+        let bytes = want.min(left.saturating_sub(*held));
+        *held += bytes;
+        Reservation {
+            owner: self.clone(),
+            tenant: tenant.to_string(),
+            bytes,
+        }
+    }
+}
+
+/// Bytes reserved for one upload.
+#[derive(Debug)]
+pub struct Reservation {
+    owner: Reservations,
+    tenant: String,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// The bytes reserved.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut map = self.owner.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = map.get_mut(&self.tenant) {
+            *held = held.saturating_sub(self.bytes);
+        }
+    }
+}
+
 /// Where a tenant's files are under the data directory.
 #[derive(Debug, Clone)]
 pub struct TenantDirs {
@@ -159,6 +203,17 @@ pub fn savepoint_dir(dir: &Path, name: &str) -> Result<PathBuf, ClusterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_in_flight_share_what_is_left() {
+        let r = Reservations::default();
+        let a = r.reserve("t", 100, 60);
+        let b = r.reserve("t", 100, 60);
+        assert_eq!((a.bytes(), b.bytes()), (60, 40));
+        assert_eq!(r.reserve("other", 100, 60).bytes(), 60);
+        drop(a);
+        assert_eq!(r.reserve("t", 100, 60).bytes(), 60);
+    }
 
     #[test]
     fn usage_and_savepoints_are_read_from_the_directories() {
