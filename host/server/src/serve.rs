@@ -14,6 +14,21 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let address = config.server.rest_address;
     let data_dir = config.server.data_dir.clone();
     let tenants: Vec<String> = config.tenants.iter().map(|t| t.name.clone()).collect();
+    // The memory budget fails whichever job grows past it: tenants are kept from each other
+    // only while their state quotas fit in it together.
+    let promised: u64 = config
+        .tenants
+        .iter()
+        .map(|t| t.max_total_state_bytes)
+        .fold(0, u64::saturating_add);
+    if config.tenants.len() > 1 && promised > config.server.state_memory_budget_bytes {
+        eprintln!(
+            "warning: the tenants' max_total_state_bytes add up to {promised} bytes, over the \
+             server's state_memory_budget_bytes ({}): one tenant's state can use up the budget \
+             and fail another's jobs",
+            config.server.state_memory_budget_bytes
+        );
+    }
     let jm = JobManager::start(config).context("cannot start the JobManager")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
