@@ -1310,9 +1310,7 @@ impl JobManager {
         let mut disk_check = None;
         let mut guard = self.jobs();
         let jobs = &mut *guard;
-        let Some(j) = jobs.by_id.get_mut(&event.job) else {
-            return None;
-        };
+        let j = jobs.by_id.get_mut(&event.job)?;
         match event.kind {
             TaskManagerEventKind::Running { attempt } => {
                 j.restarts = attempt;
