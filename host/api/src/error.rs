@@ -94,13 +94,21 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
-        }
+        // Our failures are logged with an id the client gets; their details (host paths,
+        // I/O errors) stay in the log.
+        let message = if self.status.is_server_error() {
+            let id = weir_jobmanager::auth::random_hex(6);
+            tracing::error!(error_id = %id, code = self.code, message = %self.message, "request failed");
+            format!(
+                "the server failed to answer this request (error id {id}: the details are in its log)"
+            )
+        } else {
+            self.message
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
-                message: self.message,
+                message,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
@@ -111,5 +119,43 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_failure_answers_an_id_and_keeps_its_details() {
+        let e = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot read /srv/weir-data/components/acme/x.wasm: Input/output error",
+        );
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body.error.code, "internal");
+        assert!(
+            body.error.message.contains("error id "),
+            "{}",
+            body.error.message
+        );
+        assert!(
+            !body.error.message.contains("/srv"),
+            "{}",
+            body.error.message
+        );
+        // Errors of the client's keep their message.
+        let response = ApiError::bad_request("parallelism must be at least 1").into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body.error.message, "parallelism must be at least 1");
     }
 }
