@@ -479,3 +479,52 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename fails (a directory stands in the way), as a full disk fails the write.
+        std::fs::create_dir(dir.path().join("x.json")).unwrap();
+        std::fs::write(dir.path().join("x.json/inside"), b"").unwrap();
+        assert!(write_atomic(&dir.path().join("x.json"), b"{}").is_err());
+        assert_eq!(names(dir.path()), ["x.json"]);
+    }
+
+    #[test]
+    fn an_upload_leaves_nothing_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ComponentStore::open(dir.path()).unwrap();
+        // Over its limit: refused, and its file goes when it is dropped.
+        let mut upload = store
+            .begin_upload("t", 10, "max_component_bytes", None)
+            .unwrap();
+        upload.write(&[0; 8]).unwrap();
+        let e = upload.write(&[0; 8]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("max_component_bytes allows (10 bytes)"),
+            "{e}"
+        );
+        assert_eq!(names(&dir.path().join("t")).len(), 1);
+        drop(upload);
+        assert!(names(&dir.path().join("t")).is_empty());
+        // Leftovers of a crash are removed when the store opens.
+        std::fs::write(dir.path().join("t/.upload-0123"), b"half").unwrap();
+        std::fs::write(dir.path().join("t/abc.json.tmp-99"), b"half").unwrap();
+        ComponentStore::open(dir.path()).unwrap();
+        assert!(names(&dir.path().join("t")).is_empty());
+    }
+}
