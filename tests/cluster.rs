@@ -654,6 +654,16 @@ fn tenants_see_only_their_own() {
         (403, Some("tenant_only")),
         "{v}"
     );
+    let (s, v) = c.upload_bytes(
+        ADMIN,
+        std::fs::read(guest("durable")).unwrap(),
+        "application/wasm",
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("tenant_only")),
+        "{v}"
+    );
     // The job was never touched by the others.
     assert_eq!(c.get(&format!("/v1/jobs/{job}"), ACME)["state"], "RUNNING");
     c.call("POST", &format!("/v1/jobs/{job}/cancel"), Some(ACME), None);

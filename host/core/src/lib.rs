@@ -23,7 +23,7 @@ pub use plan::{
     Connector, Edge, JobGraph, Node, NodeKind, Partitioning, PlanError, StateDescriptor, StateKind,
     StateTtl, WatermarkStrategy,
 };
-pub use time::{Timestamp, Watermark};
+pub use time::{now_ms, Timestamp, Watermark};
 
 /// A SHA-256 digest (of a component, a token) as lowercase hex.
 pub fn digest_to_hex(digest: &[u8; 32]) -> String {

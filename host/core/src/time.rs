@@ -28,3 +28,11 @@ impl std::fmt::Display for Watermark {
         }
     }
 }
+
+/// Wall-clock time (processing time), in ms since the epoch; 0 if the clock is before it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -449,12 +449,9 @@ impl JobManager {
         }
     }
 
-    /// The largest upload `p` may make.
-    pub fn max_component_bytes(&self, p: &Principal) -> u64 {
-        match p {
-            Principal::Tenant(t) => t.max_component_bytes,
-            Principal::Admin => 0,
-        }
+    /// The largest upload `p` may make (the admin makes none: `403`).
+    pub fn max_component_bytes(&self, p: &Principal) -> Result<u64, ClusterError> {
+        Ok(self.tenant_of(p)?.max_component_bytes)
     }
 
     // ---- components ------------------------------------------------------------------

@@ -472,13 +472,7 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// Wall-clock time, ms since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use weir_core::now_ms;
 
 #[cfg(test)]
 mod tests {

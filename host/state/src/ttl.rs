@@ -12,13 +12,7 @@ use weir_core::{KeyGroupRange, StateDescriptor, StateTtl};
 
 use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer, ValueHint};
 
-/// Processing time, in ms since the epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use weir_core::now_ms;
 
 /// Whether a stored TTL value (`last_access | value`) has expired at `now`.
 pub(crate) fn is_expired(stored: &[u8], ttl_ms: u64, now: i64) -> bool {

@@ -698,10 +698,7 @@ impl Coordinator<'_> {
         let dir = self.savepoint_dir.as_ref()?;
         let id = self.next_id;
         self.next_id += 1;
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = weir_core::now_ms();
         Some(Arc::new(BarrierInfo {
             id,
             triggered: Instant::now(),
@@ -879,10 +876,7 @@ impl Coordinator<'_> {
             id,
             job_name: self.job_name.clone(),
             job_id: self.job_id.clone(),
-            completed_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            completed_ms: weir_core::now_ms(),
             duration_ms: 0,
             max_parallelism: self.graph.max_parallelism,
             backend: self.backend.to_string(),

@@ -220,12 +220,7 @@ pub struct Task {
 /// How often a running task adds its counts to the job's, for live metrics.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use weir_core::now_ms;
 
 impl Task {
     #[allow(clippy::too_many_arguments)]
