@@ -343,11 +343,7 @@ fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
     };
     o.restart = Some(match d.restart_attempts {
         0 => RestartStrategy::None,
-        attempts => RestartStrategy::ExponentialBackoff {
-            attempts,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(10),
-        },
+        attempts => RestartStrategy::backoff(attempts, RestartStrategy::DEFAULT_INITIAL),
     });
     Ok(o)
 }

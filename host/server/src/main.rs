@@ -225,7 +225,7 @@ struct DurableArgs {
     #[arg(long, value_parser = ["none", "fixed-delay", "exponential-backoff"])]
     restart: Option<String>,
     /// Restarts allowed.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = RestartStrategy::DEFAULT_ATTEMPTS)]
     restart_attempts: u32,
     /// Wait before a restart (fixed delay), or before the first (backoff).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
@@ -272,11 +272,7 @@ impl DurableArgs {
         options.restart = self.restart.map(|r| match r.as_str() {
             "none" => RestartStrategy::None,
             "fixed-delay" => RestartStrategy::FixedDelay { attempts, delay },
-            _ => RestartStrategy::ExponentialBackoff {
-                attempts,
-                initial: delay,
-                max: Duration::from_secs(60).max(delay),
-            },
+            _ => RestartStrategy::backoff(attempts, delay),
         });
         Ok(())
     }

@@ -107,6 +107,33 @@ pub enum RestartStrategy {
 }
 
 impl RestartStrategy {
+    /// Restarts allowed by default.
+    pub const DEFAULT_ATTEMPTS: u32 = 10;
+    /// The first wait by default.
+    pub const DEFAULT_INITIAL: Duration = Duration::from_millis(100);
+    /// The longest wait of a backoff (unless its first wait is longer).
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+    /// Up to `attempts` restarts, waiting `initial`, then twice as long each time, at most
+    /// [`RestartStrategy::MAX_BACKOFF`].
+    pub fn backoff(attempts: u32, initial: Duration) -> Self {
+        RestartStrategy::ExponentialBackoff {
+            attempts,
+            initial,
+            max: Self::MAX_BACKOFF.max(initial),
+        }
+    }
+
+    /// What a job does without a strategy of its own: back off and restart from its
+    /// latest checkpoint when it checkpoints; fail otherwise (it would start over).
+    pub fn default_for(checkpointing: bool) -> Self {
+        if checkpointing {
+            Self::backoff(Self::DEFAULT_ATTEMPTS, Self::DEFAULT_INITIAL)
+        } else {
+            RestartStrategy::None
+        }
+    }
+
     /// The wait before restart number `n` (1-based), or `None` once attempts are used up.
     pub fn delay(&self, n: u32) -> Option<Duration> {
         match *self {
@@ -892,4 +919,35 @@ pub(crate) fn sink_connectors(graph: &JobGraph) -> impl Iterator<Item = &Connect
         NodeKind::Sink(c) => Some(c),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_strategies_wait_and_give_up_as_configured() {
+        let ms = Duration::from_millis;
+        assert_eq!(RestartStrategy::None.delay(1), None);
+        let fixed = RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: ms(30),
+        };
+        assert_eq!(
+            (fixed.delay(1), fixed.delay(2), fixed.delay(3)),
+            (Some(ms(30)), Some(ms(30)), None)
+        );
+        let backoff = RestartStrategy::default_for(true);
+        let waits: Vec<_> = (1..=11).map(|n| backoff.delay(n)).collect();
+        assert_eq!(
+            &waits[..4],
+            [Some(ms(100)), Some(ms(200)), Some(ms(400)), Some(ms(800))]
+        );
+        assert_eq!(waits[9], Some(RestartStrategy::MAX_BACKOFF));
+        assert_eq!(waits[10], None, "ten attempts by default");
+        assert_eq!(RestartStrategy::default_for(false), RestartStrategy::None);
+        // A first wait longer than the cap is kept; huge attempt numbers do not overflow.
+        let slow = RestartStrategy::backoff(u32::MAX, Duration::from_secs(60));
+        assert_eq!(slow.delay(1_000_000), Some(Duration::from_secs(60)));
+    }
 }

@@ -387,15 +387,9 @@ pub fn run_job(
     if let Some(r) = &restore {
         next_id = next_id.max(r.metadata.id + 1);
     }
-    let strategy = options.restart.unwrap_or(if job_dir.is_some() {
-        RestartStrategy::ExponentialBackoff {
-            attempts: 10,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        }
-    } else {
-        RestartStrategy::None
-    });
+    let strategy = options
+        .restart
+        .unwrap_or(RestartStrategy::default_for(job_dir.is_some()));
     let mut restarts = 0;
     // One allowance of guest log lines for the job, whatever its restarts.
     let logs = Arc::new(weir_runtime::LogBudget::default());
