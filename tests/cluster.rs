@@ -106,6 +106,9 @@ allowed_paths = ["{globex_dir}"]
             url,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // The server closes a connection idle for header_read_timeout_ms (as low as
+                // 2 s in these tests): a kept connection is not reused after that.
+                .pool_idle_timeout(Duration::from_secs(1))
                 .build()
                 .unwrap(),
             acme_dir,
@@ -1493,6 +1496,53 @@ fn a_client_that_stops_sending_or_reading_is_cut_off() {
     assert!(received < requests * one, "every response was written");
     // The server still serves.
     assert_eq!(c.get("/v1/overview", ACME)["tenants"], json!(["acme"]));
+}
+
+#[test]
+fn kept_alive_connections_serve_request_after_request() {
+    // One pooled connection, answers of every kind in turn: none is cut short.
+    let c = Cluster::start("");
+    let http = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    // Among them, bodies refused before they are read (a wrong token, the admin uploading):
+    // the server does not read them, so it must say it closes the connection.
+    let big = vec![0u8; 300_000];
+    for i in 0..300 {
+        let (method, path, token) = match i % 7 {
+            0 => ("GET", "/v1/jobs", Some(ACME)),
+            1 => ("GET", "/v1/jobs/nope", Some(ACME)),
+            2 => ("DELETE", "/v1/components/nope", Some("wrong")),
+            3 => ("GET", "/v1/overview", None),
+            4 => ("POST", "/v1/components", Some("wrong")),
+            5 => ("POST", "/v1/components", Some(ADMIN)),
+            _ => ("POST", "/v1/jobs", Some("wrong")),
+        };
+        let mut r = http.request(method.parse().unwrap(), format!("{}{path}", c.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if path == "/v1/jobs" && method == "POST" {
+            r = r.json(&json!({"component": "x", "args": {"pad": "y".repeat(10_000)}}));
+        } else if method == "POST" {
+            r = r
+                .header("content-type", "application/wasm")
+                .body(big.clone());
+        }
+        let response = r
+            .send()
+            .unwrap_or_else(|e| panic!("request {i} ({method} {path}): {e:?}"));
+        let status = response.status();
+        assert!(status.as_u16() < 500, "{i}: {status}");
+        if method == "POST" {
+            assert_eq!(
+                response.headers().get("connection").map(|v| v.as_bytes()),
+                Some(&b"close"[..]),
+                "{i}: {method} {path} refused without closing"
+            );
+        }
+    }
 }
 
 #[test]

@@ -118,6 +118,7 @@ pub fn router(jm: JobManager) -> Router {
             body_timeout,
         ))
         .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::new(
@@ -129,6 +130,28 @@ pub fn router(jm: JobManager) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// A request refused with a body the handler may not have read (a wrong token before a large
+/// upload, say): the answer says the connection closes, as it will, so that no client sends
+/// its next request on it.
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0);
+    let mut response = next.run(request).await;
+    let refused = response.status().is_client_error() || response.status().is_server_error();
+    if has_body && refused {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Logs each request's method, path and status; never its headers (they carry tokens).

@@ -66,6 +66,8 @@ impl Server {
             url,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
+                // Under the server's idle deadline (header_read_timeout_ms, 10 s).
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),
             _dir: dir,

@@ -38,6 +38,9 @@ impl Client {
             .ok_or_else(|| anyhow!("no token: pass --token or set WEIR_TOKEN"))?;
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))
+            // A connection the server may have closed as idle (after 10 s by default) is
+            // not reused.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()?;
         Ok(Client {
             http,
