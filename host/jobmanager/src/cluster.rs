@@ -115,7 +115,8 @@ struct JobRecord {
     checkpoints: CheckpointStats,
     plan: PlanSummary,
     operators: Vec<OperatorStatus>,
-    last_sample: Option<Instant>,
+    /// When the last metrics were sampled, ms since the epoch.
+    last_sample: Option<i64>,
     savepoint: Option<String>,
     /// Guest time of earlier attempts, and the current attempt's usage.
     guest_time_before: Duration,
@@ -1380,7 +1381,7 @@ impl JobManager {
             TaskManagerEventKind::Metrics {
                 operators,
                 usage,
-                at,
+                sampled_ms,
             } => {
                 let delta = usage.guest_time.saturating_sub(j.usage.guest_time);
                 *jobs
@@ -1389,7 +1390,9 @@ impl JobManager {
                     .or_default() += delta;
                 let j = jobs.by_id.get_mut(&event.job).expect("present");
                 j.usage = usage;
-                let elapsed = j.last_sample.map(|t| at.duration_since(t).as_secs_f64());
+                let elapsed = j
+                    .last_sample
+                    .map(|t| sampled_ms.saturating_sub(t).max(0) as f64 / 1000.0);
                 let previous: std::collections::HashMap<String, OperatorStatus> =
                     std::mem::take(&mut j.operators)
                         .into_iter()
@@ -1432,7 +1435,7 @@ impl JobManager {
                         }
                     })
                     .collect();
-                j.last_sample = Some(at);
+                j.last_sample = Some(sampled_ms);
             }
             TaskManagerEventKind::Ended(outcome) => {
                 match outcome {

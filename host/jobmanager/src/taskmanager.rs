@@ -85,8 +85,9 @@ pub enum TaskManagerCommand {
     },
 }
 
-/// TaskManager → JobManager: something happened to a job.
-#[derive(Debug, Clone)]
+/// TaskManager → JobManager: something happened to a job. A plain value (serde-encodable),
+/// as a TaskManager in another process will send it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskManagerEvent {
     /// Job id.
     pub job: String,
@@ -95,7 +96,7 @@ pub struct TaskManagerEvent {
 }
 
 /// What happened.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TaskManagerEventKind {
     /// Every task of an attempt runs.
     Running {
@@ -126,15 +127,15 @@ pub enum TaskManagerEventKind {
         operators: Vec<OperatorProgress>,
         /// Guest time and memory of the current attempt.
         usage: weir_worker::JobUsage,
-        /// When sampled.
-        at: Instant,
+        /// When sampled, ms since the epoch (rates are computed between samples).
+        sampled_ms: i64,
     },
     /// The job ended.
     Ended(JobOutcome),
 }
 
 /// How a job ended on the TaskManager.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum JobOutcome {
     /// Input consumed, or stopped with the savepoint given.
     Finished {
@@ -402,7 +403,7 @@ fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>)
                 send(TaskManagerEventKind::Metrics {
                     operators: c.operators(),
                     usage: c.usage(),
-                    at: Instant::now(),
+                    sampled_ms: weir_core::now_ms(),
                 });
             }
             last_sample = Instant::now();
@@ -436,11 +437,76 @@ fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>)
                     send(TaskManagerEventKind::Metrics {
                         operators: c.operators(),
                         usage: c.usage(),
-                        at: Instant::now(),
+                        sampled_ms: weir_core::now_ms(),
                     });
                 }
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_worker::{JobUsage, OperatorSummary, SnapshotStats};
+
+    /// Every event a TaskManager sends survives encoding, as it will between processes.
+    #[test]
+    fn events_round_trip_through_json() {
+        let summary = OperatorSummary {
+            uid: "count".into(),
+            vertex: 1,
+            parallelism: 2,
+            records_in: 10,
+            records_out: 9,
+        };
+        let kinds = vec![
+            TaskManagerEventKind::Running { attempt: 2 },
+            TaskManagerEventKind::Restarting {
+                attempt: 1,
+                cause: "task count#0 failed: boom\nsecond line".into(),
+            },
+            TaskManagerEventKind::Snapshot(SnapshotStats {
+                id: 7,
+                savepoint: true,
+                location: "file:///data/sp".into(),
+                duration_ms: 12,
+                state_bytes: 4096,
+                completed_ms: 1_796_000_000_000,
+            }),
+            TaskManagerEventKind::SnapshotFailed {
+                savepoint: true,
+                stop: false,
+                reason: "disk full".into(),
+            },
+            TaskManagerEventKind::Metrics {
+                operators: vec![OperatorProgress {
+                    records: summary.clone(),
+                    watermark: Some(-5),
+                    blocked: Duration::from_millis(1_500),
+                }],
+                usage: JobUsage {
+                    guest_time: Duration::from_micros(1_234_567),
+                    guest_memory_bytes: 1 << 20,
+                },
+                sampled_ms: 1_796_000_000_123,
+            },
+            TaskManagerEventKind::Ended(JobOutcome::Finished {
+                savepoint: Some("file:///data/sp".into()),
+                operators: vec![summary],
+            }),
+            TaskManagerEventKind::Ended(JobOutcome::Canceled),
+            TaskManagerEventKind::Ended(JobOutcome::Failed("it broke".into())),
+        ];
+        for kind in kinds {
+            let event = TaskManagerEvent {
+                job: "a1b2".into(),
+                kind,
+            };
+            let text = serde_json::to_string(&event).unwrap();
+            let back: TaskManagerEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, event, "{text}");
         }
     }
 }

@@ -50,7 +50,7 @@ pub enum JobEvent {
 }
 
 /// A completed checkpoint or savepoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotStats {
     /// Checkpoint id (a savepoint: the id of its barrier).
     pub id: u64,
@@ -83,7 +83,7 @@ impl std::fmt::Debug for LiveCounters {
 }
 
 /// One operator's progress at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OperatorProgress {
     /// Records in and out so far.
     pub records: OperatorSummary,
@@ -96,7 +96,7 @@ pub struct OperatorProgress {
 }
 
 /// What a job's guest instances have used so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct JobUsage {
     /// Time in guest code, over all its instances.
     pub guest_time: Duration,

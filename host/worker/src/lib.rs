@@ -243,7 +243,7 @@ impl JobOptions {
 }
 
 /// Records in and out of one operator, over all its subtasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OperatorSummary {
     /// The operator's uid.
     pub uid: String,
