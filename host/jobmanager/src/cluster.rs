@@ -69,6 +69,14 @@ struct Jobs {
 }
 
 impl Jobs {
+    /// A job that has not ended and was started from a snapshot under `dir` (it may restore
+    /// from it again).
+    fn started_from(&self, dir: &Path) -> Option<&JobRecord> {
+        self.by_id.values().find(|j| {
+            !j.state.is_terminal() && j.restored_from.as_ref().is_some_and(|f| f.starts_with(dir))
+        })
+    }
+
     /// A tenant's jobs that have not ended.
     fn active_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a JobRecord> + 'a {
         self.by_id
@@ -535,12 +543,7 @@ impl JobManager {
         };
         let dirs = TenantDirs::new(&self.inner.data_dir, &tenant);
         let dir = dirs.checkpoints.join(id);
-        if let Some(o) = jobs.by_id.values().find(|o| {
-            !o.state.is_terminal()
-                && o.restored_from
-                    .as_ref()
-                    .is_some_and(|f| f.starts_with(&dir))
-        }) {
+        if let Some(o) = jobs.started_from(&dir) {
             return Err(ClusterError::new(
                 ErrorKind::Conflict,
                 "in_use",
@@ -594,11 +597,7 @@ impl JobManager {
             .ok_or_else(|| ClusterError::not_found("savepoint", name))?;
         // Holding the jobs' lock: no job can be submitted from it meanwhile.
         let jobs = self.jobs();
-        if let Some(j) = jobs.active_of(&tenant.name).find(|j| {
-            j.restored_from
-                .as_ref()
-                .is_some_and(|f| f.starts_with(&dir))
-        }) {
+        if let Some(j) = jobs.started_from(&dir) {
             return Err(ClusterError::new(
                 ErrorKind::Conflict,
                 "in_use",
@@ -1495,12 +1494,7 @@ impl JobManager {
                     .join(&j.tenant.name)
                     .join("checkpoints")
                     .join(&ended_id);
-                let in_use = jobs.by_id.values().any(|o| {
-                    !o.state.is_terminal()
-                        && o.restored_from
-                            .as_ref()
-                            .is_some_and(|f| f.starts_with(&dir))
-                });
+                let in_use = jobs.started_from(&dir).is_some();
                 let j = jobs.by_id.get_mut(&event.job).expect("present");
                 if delete && !in_use {
                     std::thread::spawn(move || {
