@@ -658,9 +658,11 @@ impl Chain {
         let n = r.u32().map_err(|e| self.host_error(e))?;
         for _ in 0..n {
             let key = r.u32().map_err(|e| self.host_error(e))?;
+            // The host writes 0 or 1 (`weir_core::frame`); anything else is a broken frame.
             let domain = match r.u8().map_err(|e| self.host_error(e))? {
                 0 => TimeDomain::EventTime,
-                _ => TimeDomain::ProcessingTime,
+                1 => TimeDomain::ProcessingTime,
+                other => return Err(self.host_error(format!("unknown timer domain {other}"))),
             };
             let ts = r.i64().map_err(|e| self.host_error(e))?;
             if key as usize >= cx.keys.keys.len() {

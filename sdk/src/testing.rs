@@ -460,3 +460,42 @@ impl StreamEnv {
         self.connector_source("harness-input", "harness", vec![], decode_postcard::<I>)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+
+    #[derive(Clone)]
+    struct Alarm;
+
+    impl KeyedProcessFunction for Alarm {
+        type Key = u8;
+        type In = u8;
+        type Out = i64;
+
+        fn process_element(&mut self, _v: u8, ctx: &mut Context<'_, '_, u8, i64>) -> Result<()> {
+            ctx.register_event_time_timer(10)
+        }
+
+        fn on_timer(
+            &mut self,
+            ts: i64,
+            _domain: TimeDomain,
+            ctx: &mut Context<'_, '_, u8, i64>,
+        ) -> Result<()> {
+            ctx.emit(ts)
+        }
+    }
+
+    #[test]
+    fn a_timer_frame_with_an_unknown_domain_is_refused() {
+        let mut h = Harness::new(|s: DataStream<u8>| s.key_by(|k: &u8| *k).process(Alarm)).unwrap();
+        h.process(1, Some(5)).unwrap();
+        // As a broken host would send it: a domain byte that is neither 0 nor 1.
+        let timers = std::mem::take(&mut h.timers);
+        h.timers = timers.into_iter().map(|(ts, _, k)| (ts, 2, k)).collect();
+        let e = h.fire(2, 10).unwrap_err();
+        assert!(e.to_string().contains("unknown timer domain 2"), "{e}");
+    }
+}
