@@ -554,22 +554,18 @@ impl JobManager {
             ));
         }
         let bytes = disk::dir_bytes(&dir);
-        let doomed = dirs
-            .checkpoints
-            .join(format!(".deleting-{}", random_hex(8)));
-        match std::fs::rename(&dir, &doomed) {
-            Ok(()) => {}
+        let aside = match disk::set_aside(&dir) {
+            Ok(aside) => aside,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => {
                 return Err(ClusterError::internal(format!(
                     "cannot delete the checkpoints of job {id}: {e}"
                 )))
             }
-        }
+        };
+        // Removed with the job table unlocked.
         drop(jobs);
-        if let Err(e) = std::fs::remove_dir_all(&doomed) {
-            tracing::warn!(dir = %doomed.display(), error = %e, "cannot remove deleted checkpoints");
-        }
+        drop(aside);
         Ok(bytes)
     }
 
@@ -609,14 +605,11 @@ impl JobManager {
         }
         // Out of sight at once (no job can be started from it from now on), removed after the
         // job table is unlocked.
-        let doomed = dirs.savepoints.join(format!(".deleting-{}", random_hex(8)));
-        std::fs::rename(&dir, &doomed).map_err(|e| {
+        let aside = disk::set_aside(&dir).map_err(|e| {
             ClusterError::internal(format!("cannot delete savepoint '{name}': {e}"))
         })?;
         drop(jobs);
-        if let Err(e) = std::fs::remove_dir_all(&doomed) {
-            tracing::warn!(dir = %doomed.display(), error = %e, "cannot remove a deleted savepoint");
-        }
+        drop(aside);
         tracing::info!(tenant = %tenant.name, savepoint = name, "savepoint deleted");
         Ok(info)
     }

@@ -114,6 +114,28 @@ impl TenantDirs {
     }
 }
 
+/// A directory taken out of sight by renaming it beside itself (`.deleting-*`, which no
+/// listing shows): nothing can find it from then on; its files are removed when this is
+/// dropped, which can wait until locks are released.
+#[derive(Debug)]
+pub struct SetAside(PathBuf);
+
+/// Sets `dir` aside for removal.
+pub fn set_aside(dir: &Path) -> std::io::Result<SetAside> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let aside = parent.join(format!(".deleting-{}", crate::auth::random_hex(8)));
+    std::fs::rename(dir, &aside)?;
+    Ok(SetAside(aside))
+}
+
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove a deleted directory");
+        }
+    }
+}
+
 /// Bytes of the files under `dir` (symlinks are not followed; a missing directory is empty).
 pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
