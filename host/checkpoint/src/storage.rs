@@ -67,6 +67,21 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+/// A storage travels as its URL (in a job's description sent to a TaskManager); the
+/// receiver opens it again.
+impl serde::Serialize for Storage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.url)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Storage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(d)?;
+        Storage::open(&url).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Storage {
     /// Opens the directory named by `url`.
     pub fn open(url: &str) -> Result<Self, StorageError> {

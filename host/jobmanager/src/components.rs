@@ -34,7 +34,7 @@ pub struct ComponentInfo {
 }
 
 /// A job's dataflow graph, briefly.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PlanSummary {
     /// The job's name.
     pub job: String,

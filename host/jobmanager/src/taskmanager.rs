@@ -1,58 +1,86 @@
 //! The local TaskManager: runs the jobs the JobManager deploys to it and reports what
 //! happens to them. The two sides talk only through [`TaskManagerCommand`] and
-//! [`TaskManagerEvent`] messages, so a TaskManager in another process can take its place
-//! (the component travels by digest there; here it is handed over compiled).
+//! [`TaskManagerEvent`] messages — plain serde values — so a TaskManager in another process
+//! can take its place. A deployment names its component by digest; the TaskManager gets the
+//! compiled code from its [`ComponentSource`] (here: the server's compile cache).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use weir_runtime::JobComponent;
+use weir_runtime::{JobComponent, Runtime, RuntimeConfig};
 use weir_state::{Measure, StateAccount};
 use weir_worker::{
-    CheckpointConfig, CheckpointMode, JobError, JobEvent, JobOptions, OperatorProgress,
-    RestartStrategy, StateBackendKind, StateLimits,
+    JobCommand, JobError, JobEvent, JobHandle, JobLink, JobOptions, OperatorProgress,
+    StateBackendKind, StateLimits,
 };
 
 /// Everything a TaskManager needs to run a job.
-#[derive(Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Deployment {
     /// The job's id (also its directory under the checkpoint root).
     pub job: String,
-    /// Its tenant (for logs).
+    /// Its tenant (for logs, and the tenant's state account).
     pub tenant: String,
-    /// The compiled component, with the tenant's sandbox limits.
-    pub component: Arc<JobComponent>,
-    /// Default parallelism.
-    pub parallelism: u32,
-    /// Job arguments.
-    pub args: Vec<(String, String)>,
-    /// Checkpoint root URL.
-    pub checkpoint_dir: String,
-    /// Time between checkpoints.
-    pub checkpoint_interval: Option<Duration>,
-    /// Savepoint root URL.
-    pub savepoint_dir: String,
-    /// Start from this savepoint.
-    pub from_savepoint: Option<String>,
-    /// Drop state of removed operators.
-    pub allow_non_restored_state: bool,
-    /// `Some(dir)`: RocksDB with its working files under `dir`.
-    pub rocksdb_dir: Option<std::path::PathBuf>,
-    /// Restarts allowed after task failures.
-    pub restart_attempts: u32,
-    /// The tenant's directories for file connectors.
-    pub allowed_paths: Vec<std::path::PathBuf>,
-    /// Continue from the latest completed checkpoint under the job's checkpoint directory.
-    pub resume: bool,
+    /// Its code.
+    pub component: ComponentRef,
+    /// What to run and how.
+    pub options: JobOptions,
     /// Limits on the job's keyed state.
     pub state_limits: DeployedStateLimits,
 }
 
+/// A component by digest, and the sandbox its instances run in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ComponentRef {
+    /// Hex SHA-256 of the component's bytes.
+    pub sha256: String,
+    /// The tenant's sandbox.
+    pub sandbox: Sandbox,
+}
+
+/// Limits on each guest instance of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sandbox {
+    /// Largest linear memory of one instance.
+    pub max_instance_memory_bytes: u64,
+    /// Longest one call may run.
+    pub call_timeout_ms: u64,
+    /// Most bytes one call may return.
+    pub max_call_output_bytes: u64,
+}
+
+impl Sandbox {
+    /// The runtime's settings for this sandbox.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            max_instance_memory: usize::try_from(self.max_instance_memory_bytes)
+                .unwrap_or(usize::MAX),
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            max_call_output: usize::try_from(self.max_call_output_bytes).unwrap_or(usize::MAX),
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
+/// Where a TaskManager gets the compiled code of the components it is asked to run.
+pub trait ComponentSource: Send + Sync + 'static {
+    /// The compiled component with this hex SHA-256.
+    fn component(&self, sha256: &str) -> Result<Arc<JobComponent>, String>;
+}
+
+/// In one process, the TaskManager shares the JobManager's compile cache (which keeps the
+/// components of jobs not ended).
+impl ComponentSource for Runtime {
+    fn component(&self, sha256: &str) -> Result<Arc<JobComponent>, String> {
+        self.cached(sha256)
+            .ok_or_else(|| format!("component {sha256} is not known to this TaskManager"))
+    }
+}
+
 /// Limits on a job's keyed state, enforced by the TaskManager as the state grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeployedStateLimits {
     /// The job's state.
     pub job_bytes: u64,
@@ -63,25 +91,16 @@ pub struct DeployedStateLimits {
 }
 
 /// JobManager → TaskManager.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum TaskManagerCommand {
     /// Run a job.
     Deploy(Box<Deployment>),
-    /// Cancel a job.
-    Cancel {
+    /// Steer a running job (cancel, savepoint, stop).
+    Job {
         /// Job id.
         job: String,
-    },
-    /// Take a savepoint; the job goes on.
-    TriggerSavepoint {
-        /// Job id.
-        job: String,
-    },
-    /// Stop with a savepoint.
-    Stop {
-        /// Job id.
-        job: String,
-        /// End the input first.
-        drain: bool,
+        /// What to do.
+        command: JobCommand,
     },
 }
 
@@ -150,14 +169,6 @@ pub enum JobOutcome {
     Failed(String),
 }
 
-/// Per running job: the flags its coordinator watches.
-struct Controls {
-    cancel: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    savepoint_now: Arc<AtomicBool>,
-    drain: Arc<AtomicBool>,
-}
-
 /// The TaskManager.
 pub struct TaskManager {
     commands: Sender<TaskManagerCommand>,
@@ -169,18 +180,27 @@ impl TaskManager {
     pub fn start(
         events: Sender<TaskManagerEvent>,
         state_memory_budget: u64,
+        components: Arc<dyn ComponentSource>,
     ) -> std::io::Result<TaskManager> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let accounts = StateAccounts::new(state_memory_budget);
         std::thread::Builder::new()
             .name("weir-taskmanager".into())
-            .spawn(move || serve(rx, events, accounts))?;
+            .spawn(move || serve(rx, events, accounts, components))?;
         Ok(TaskManager { commands: tx })
     }
 
     /// Sends a command (dropped if the TaskManager is gone).
     pub fn send(&self, command: TaskManagerCommand) {
         let _ = self.commands.send(command);
+    }
+
+    /// Sends a command to one of its jobs (dropped if the job is not running there).
+    pub fn steer(&self, job: &str, command: JobCommand) {
+        self.send(TaskManagerCommand::Job {
+            job: job.to_string(),
+            command,
+        });
     }
 }
 
@@ -233,130 +253,82 @@ fn serve(
     commands: Receiver<TaskManagerCommand>,
     events: Sender<TaskManagerEvent>,
     mut accounts: StateAccounts,
+    components: Arc<dyn ComponentSource>,
 ) {
-    let running: Arc<Mutex<HashMap<String, Controls>>> = Arc::default();
+    let running: Arc<Mutex<HashMap<String, JobHandle>>> = Arc::default();
+    let ended = |job: String, why: String| {
+        let _ = events.send(TaskManagerEvent {
+            job,
+            kind: TaskManagerEventKind::Ended(JobOutcome::Failed(why)),
+        });
+    };
     for command in commands {
-        match command {
-            TaskManagerCommand::Deploy(d) => {
-                let controls = Controls {
-                    cancel: Arc::default(),
-                    stop: Arc::default(),
-                    savepoint_now: Arc::default(),
-                    drain: Arc::default(),
-                };
-                let options = match options(&d, &controls) {
-                    Ok(mut o) => {
-                        o.state_limits = accounts.for_job(&d);
-                        o
-                    }
-                    Err(e) => {
-                        let _ = events.send(TaskManagerEvent {
-                            job: d.job.clone(),
-                            kind: TaskManagerEventKind::Ended(JobOutcome::Failed(e)),
-                        });
-                        continue;
-                    }
-                };
-                running
+        let d = match command {
+            TaskManagerCommand::Deploy(d) => d,
+            TaskManagerCommand::Job { job, command } => {
+                if let Some(handle) = running.lock().expect("not poisoned").get(&job) {
+                    handle.send(command);
+                }
+                continue;
+            }
+        };
+        let component = match components.component(&d.component.sha256) {
+            Ok(c) => c.with_limits(d.component.sandbox.runtime_config()),
+            Err(e) => {
+                ended(d.job.clone(), e);
+                continue;
+            }
+        };
+        let (handle, link) = JobLink::new();
+        let link = link.with_state_limits(accounts.for_job(&d));
+        running
+            .lock()
+            .expect("not poisoned")
+            .insert(d.job.clone(), handle);
+        let (events2, running2) = (events.clone(), running.clone());
+        let job = d.job.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("weir-job-{}", &d.job[..8.min(d.job.len())]))
+            .spawn(move || {
+                // Whatever happens, the JobManager hears that the job ended (and frees its
+                // slots).
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(&d, &component, link, &events2)
+                }));
+                if ran.is_err() {
+                    let _ = events2.send(TaskManagerEvent {
+                        job: d.job.clone(),
+                        kind: TaskManagerEventKind::Ended(JobOutcome::Failed(
+                            "internal error in the TaskManager (see its log)".into(),
+                        )),
+                    });
+                }
+                running2
                     .lock()
-                    .expect("not poisoned")
-                    .insert(d.job.clone(), controls);
-                let (events2, running2) = (events.clone(), running.clone());
-                let job = d.job.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("weir-job-{}", &d.job[..8.min(d.job.len())]))
-                    .spawn(move || {
-                        // Whatever happens, the JobManager hears that the job ended (and
-                        // frees its slots).
-                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            run(&d, options, &events2)
-                        }));
-                        if ran.is_err() {
-                            let _ = events2.send(TaskManagerEvent {
-                                job: d.job.clone(),
-                                kind: TaskManagerEventKind::Ended(JobOutcome::Failed(
-                                    "internal error in the TaskManager (see its log)".into(),
-                                )),
-                            });
-                        }
-                        running2
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&d.job);
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "cannot start a job thread");
-                    running.lock().expect("not poisoned").remove(&job);
-                    let _ = events.send(TaskManagerEvent {
-                        job,
-                        kind: TaskManagerEventKind::Ended(JobOutcome::Failed(format!(
-                            "cannot start the job's thread: {e}"
-                        ))),
-                    });
-                }
-            }
-            TaskManagerCommand::Cancel { job } => {
-                if let Some(c) = running.lock().expect("not poisoned").get(&job) {
-                    c.cancel.store(true, Ordering::Relaxed);
-                }
-            }
-            TaskManagerCommand::TriggerSavepoint { job } => {
-                if let Some(c) = running.lock().expect("not poisoned").get(&job) {
-                    c.savepoint_now.store(true, Ordering::Relaxed);
-                }
-            }
-            TaskManagerCommand::Stop { job, drain } => {
-                if let Some(c) = running.lock().expect("not poisoned").get(&job) {
-                    // `drain` is seen by whoever sees `stop`.
-                    c.drain.store(drain, Ordering::Relaxed);
-                    c.stop.store(true, Ordering::Release);
-                }
-            }
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&d.job);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a job thread");
+            running.lock().expect("not poisoned").remove(&job);
+            ended(job, format!("cannot start the job's thread: {e}"));
         }
     }
 }
 
-fn options(d: &Deployment, c: &Controls) -> Result<JobOptions, String> {
-    let open = |url: &str| weir_checkpoint::Storage::open(url).map_err(|e| format!("{url}: {e}"));
-    let mut o = JobOptions::new(d.parallelism);
-    o.args = d.args.clone();
-    o.cancel = c.cancel.clone();
-    o.stop = c.stop.clone();
-    o.savepoint_now = c.savepoint_now.clone();
-    o.drain = c.drain.clone();
-    o.keep_running_if_stop_fails = true;
-    o.shared_output = true;
-    o.resume = d.resume;
-    o.job_id = Some(d.job.clone());
-    o.checkpoints = CheckpointConfig {
-        storage: Some(open(&d.checkpoint_dir)?),
-        interval: d.checkpoint_interval,
-        mode: CheckpointMode::ExactlyOnce,
-        ..CheckpointConfig::default()
-    };
-    o.savepoint_dir = Some(open(&d.savepoint_dir)?);
-    o.from_savepoint = d.from_savepoint.as_deref().map(open).transpose()?;
-    o.allow_non_restored_state = d.allow_non_restored_state;
-    o.allowed_paths = Some(Arc::new(d.allowed_paths.clone()));
-    o.state_backend = match &d.rocksdb_dir {
-        Some(dir) => StateBackendKind::RocksDb(dir.clone()),
-        None => StateBackendKind::Memory,
-    };
-    o.restart = Some(match d.restart_attempts {
-        0 => RestartStrategy::None,
-        attempts => RestartStrategy::backoff(attempts, RestartStrategy::DEFAULT_INITIAL),
-    });
-    Ok(o)
-}
-
 /// Runs one job on this thread; a second thread forwards its events and samples its
 /// counters.
-fn run(d: &Deployment, mut options: JobOptions, events: &Sender<TaskManagerEvent>) {
+fn run(
+    d: &Deployment,
+    component: &Arc<JobComponent>,
+    link: JobLink,
+    events: &Sender<TaskManagerEvent>,
+) {
     // Every log line of the job (its tasks' too) names it and its tenant.
     let span = tracing::info_span!("job", id = %d.job, tenant = %d.tenant);
     let _entered = span.enter();
     let (tx, rx) = crossbeam_channel::unbounded();
-    options.events = Some(tx);
+    let link = link.with_events(tx);
     let job = d.job.clone();
     let forward = {
         let events = events.clone();
@@ -365,7 +337,7 @@ fn run(d: &Deployment, mut options: JobOptions, events: &Sender<TaskManagerEvent
             .name(format!("weir-jobev-{}", &job[..8.min(job.len())]))
             .spawn(move || forward(&job, rx, &events))
     };
-    let outcome = match weir_worker::run_job(&d.component, &options) {
+    let outcome = match weir_worker::run_job(component, &d.options, link) {
         Ok(summary) => JobOutcome::Finished {
             savepoint: summary.savepoint,
             operators: summary.operators,
@@ -374,10 +346,9 @@ fn run(d: &Deployment, mut options: JobOptions, events: &Sender<TaskManagerEvent
         Err(e) => JobOutcome::Failed(e.to_string()),
     };
     // RocksDB's working files go with the job (its checkpoints are the JobManager's call).
-    if let Some(dir) = &d.rocksdb_dir {
+    if let StateBackendKind::RocksDb(dir) = &d.options.state_backend {
         let _ = std::fs::remove_dir_all(dir);
     }
-    drop(options);
     if let Ok(h) = forward {
         let _ = h.join();
     }
@@ -450,6 +421,64 @@ fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>)
 mod tests {
     use super::*;
     use weir_worker::{JobUsage, OperatorSummary, SnapshotStats};
+
+    /// Every command a TaskManager takes survives encoding, as it will between processes:
+    /// a deployment names its component by digest and its storage by URL.
+    #[test]
+    fn commands_round_trip_through_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = weir_checkpoint::Storage::open(dir.path().to_str().unwrap()).unwrap();
+        let mut options = JobOptions::new(3).arg("input", "/data/in.txt");
+        options.job_id = Some("a1b2".into());
+        options.checkpoints.storage = Some(storage.child("checkpoints"));
+        options.checkpoints.interval = Some(Duration::from_millis(250));
+        options.savepoint_dir = Some(storage.child("savepoints"));
+        options.state_backend = StateBackendKind::RocksDb(dir.path().join("tmp"));
+        options.restart = Some(weir_worker::RestartStrategy::backoff(
+            3,
+            Duration::from_millis(100),
+        ));
+        options.allowed_paths = Some(vec!["/data".into()]);
+        let deployment = Deployment {
+            job: "a1b2".into(),
+            tenant: "acme".into(),
+            component: ComponentRef {
+                sha256: "ab".repeat(32),
+                sandbox: Sandbox {
+                    max_instance_memory_bytes: 64 << 20,
+                    call_timeout_ms: 30_000,
+                    max_call_output_bytes: 64 << 20,
+                },
+            },
+            options,
+            state_limits: DeployedStateLimits {
+                job_bytes: 1 << 28,
+                tenant_bytes: 1 << 30,
+                value_bytes: 1 << 23,
+            },
+        };
+        let commands = vec![
+            TaskManagerCommand::Deploy(Box::new(deployment)),
+            TaskManagerCommand::Job {
+                job: "a1b2".into(),
+                command: JobCommand::Cancel,
+            },
+            TaskManagerCommand::Job {
+                job: "a1b2".into(),
+                command: JobCommand::Savepoint,
+            },
+            TaskManagerCommand::Job {
+                job: "a1b2".into(),
+                command: JobCommand::Stop { drain: true },
+            },
+        ];
+        for command in commands {
+            let text = serde_json::to_string(&command).unwrap();
+            let back: TaskManagerCommand = serde_json::from_str(&text).unwrap();
+            // Storage compares by URL: the encodings match.
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+    }
 
     /// Every event a TaskManager sends survives encoding, as it will between processes.
     #[test]

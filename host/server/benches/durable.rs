@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use weir_checkpoint::{checkpoint_dir, list_checkpoints, read_metadata, Storage};
 use weir_runtime::{Runtime, RuntimeConfig};
-use weir_worker::{run_job, CheckpointConfig, JobOptions, StateBackendKind};
+use weir_worker::{run_job, CheckpointConfig, JobLink, JobOptions, StateBackendKind};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -80,7 +80,7 @@ fn main() {
                     o = with_checkpoints(o, dir.path(), Duration::from_secs(1));
                 }
                 let start = Instant::now();
-                let summary = run_job(&component, &o).expect("benchmark run");
+                let summary = run_job(&component, &o, JobLink::unsteered()).expect("benchmark run");
                 assert_eq!(summary.operators[0].records_in, count);
                 let rate = count as f64 / start.elapsed().as_secs_f64();
                 if with {
@@ -117,7 +117,7 @@ fn main() {
         o.state_backend = backend(name, dir.path());
         o.job_id = Some("hot".into());
         let o = with_checkpoints(o, dir.path(), Duration::from_secs(1));
-        run_job(&component, &o).expect("hot-count run");
+        run_job(&component, &o, JobLink::unsteered()).expect("hot-count run");
         let job_dir = Storage::open(dir.path().join("chk").to_str().unwrap())
             .unwrap()
             .child("hot");
@@ -172,7 +172,7 @@ fn main() {
             let mut o = options("hot-count", keys * 4, keys).arg("hot", (keys / 100).to_string());
             o.state_backend = backend(name, dir.path());
             o.from_savepoint = Some(Storage::open(chk.to_str().unwrap()).unwrap());
-            let summary = run_job(&component, &o).expect("recovery run");
+            let summary = run_job(&component, &o, JobLink::unsteered()).expect("recovery run");
             times.push(summary.startup.as_secs_f64());
         }
         println!(

@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use weir_runtime::{Runtime, RuntimeConfig};
-use weir_worker::{run_job, JobOptions};
+use weir_worker::{run_job, JobLink, JobOptions};
 
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -124,11 +124,12 @@ fn main() {
         let warm = JobOptions::new(1)
             .arg("pipeline", pipeline)
             .arg("count", (count / 20).max(1_000).to_string());
-        run_job(&component, &warm).expect("warm-up run");
+        run_job(&component, &warm, JobLink::unsteered()).expect("warm-up run");
         let weir: Vec<Duration> = (0..runs)
             .map(|_| {
                 let start = Instant::now();
-                let summary = run_job(&component, &options).expect("benchmark run");
+                let summary =
+                    run_job(&component, &options, JobLink::unsteered()).expect("benchmark run");
                 assert_eq!(summary.operators[0].records_in, count);
                 start.elapsed()
             })

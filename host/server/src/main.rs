@@ -13,15 +13,15 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use weir_runtime::{Runtime, RuntimeConfig};
 use weir_worker::{
-    run_job, CheckpointConfig, CheckpointMode, JobError, JobOptions, RestartStrategy,
-    StateBackendKind,
+    run_job, CheckpointConfig, CheckpointMode, JobCommand, JobError, JobEvent, JobLink, JobOptions,
+    RestartStrategy, StateBackendKind,
 };
 
 #[derive(Parser)]
@@ -267,7 +267,6 @@ impl DurableArgs {
         options.from_savepoint = self.from_savepoint.as_deref().map(open).transpose()?;
         options.allow_non_restored_state = self.allow_non_restored_state;
         options.savepoint_dir = self.savepoint_dir.as_deref().map(open).transpose()?;
-        options.drain.store(self.drain, Ordering::Relaxed);
         let (attempts, delay) = (self.restart_attempts, self.restart_delay);
         options.restart = self.restart.map(|r| match r.as_str() {
             "none" => RestartStrategy::None,
@@ -320,37 +319,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let component = load(&runtime, &component)?;
             let mut options = JobOptions::new(job.parallelism);
             options.args = job.args;
+            let drain = durable.drain;
             durable.apply(&mut options)?;
-            let cancel = options.cancel.clone();
-            let stop = options
-                .savepoint_dir
-                .is_some()
-                .then(|| options.stop.clone());
+            let (handle, link) = JobLink::new();
+            let savepoints = options.savepoint_dir.is_some();
             // Ctrl-C or SIGTERM: stop with a savepoint when a savepoint directory is set
             // (a second one cancels), otherwise cancel.
-            ctrlc::set_handler(move || match &stop {
-                Some(stop) if !stop.swap(true, Ordering::Relaxed) => {
-                    eprintln!("stopping with a savepoint (again to cancel)")
+            let stopping = AtomicBool::new(false);
+            let on_signal = handle.clone();
+            ctrlc::set_handler(move || {
+                if savepoints && !stopping.swap(true, Ordering::Relaxed) {
+                    eprintln!("stopping with a savepoint (again to cancel)");
+                    on_signal.send(JobCommand::Stop { drain });
+                } else {
+                    on_signal.send(JobCommand::Cancel);
                 }
-                _ => cancel.store(true, Ordering::Relaxed),
             })
             .context("cannot install the Ctrl-C handler")?;
-            if options.savepoint_dir.is_some() {
+            let (events_tx, events) = crossbeam_channel::unbounded();
+            let link = link.with_events(events_tx);
+            if savepoints {
                 // SIGUSR1: a savepoint, and the job goes on.
-                signal_hook::flag::register(
-                    signal_hook::consts::SIGUSR1,
-                    options.savepoint_now.clone(),
-                )
-                .context("cannot install the SIGUSR1 handler")?;
-                let (tx, rx) = crossbeam_channel::unbounded::<String>();
-                options.savepoints = Some(tx);
+                let mut signals =
+                    signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
+                        .context("cannot install the SIGUSR1 handler")?;
                 std::thread::spawn(move || {
-                    for url in rx {
-                        eprintln!("savepoint taken: {url}");
+                    for _ in signals.forever() {
+                        handle.send(JobCommand::Savepoint);
                     }
                 });
             }
-            match run_job(&component, &options) {
+            std::thread::spawn(move || {
+                for event in events {
+                    if let JobEvent::Snapshot(s) = event {
+                        if s.savepoint {
+                            eprintln!("savepoint taken: {}", s.location);
+                        }
+                    }
+                }
+            });
+            match run_job(&component, &options, link) {
                 Ok(summary) => {
                     eprint!("{summary}");
                     if let Some(s) = &summary.savepoint {

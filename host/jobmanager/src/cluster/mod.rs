@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use weir_core::NodeKind;
 use weir_runtime::{Runtime, RuntimeConfig};
+
+mod events;
+mod submit;
 
 use crate::auth::{random_hex, Authenticator, Principal};
 use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary, Upload};
@@ -17,11 +19,8 @@ use crate::config::{ClusterConfig, TenantConfig};
 use crate::disk::{self, DiskUsage, SavepointInfo, TenantDirs, TenantUsage};
 use crate::error::{ClusterError, ErrorKind};
 use crate::job::*;
-use crate::taskmanager::{
-    DeployedStateLimits, Deployment, JobOutcome, TaskManager, TaskManagerCommand, TaskManagerEvent,
-    TaskManagerEventKind,
-};
-use weir_worker::paths;
+use crate::taskmanager::{Deployment, TaskManager, TaskManagerCommand};
+use weir_worker::{paths, JobCommand};
 
 /// A tenant's disk use is measured against its quota after checkpoints at most this often.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -45,7 +44,7 @@ struct Inner {
     config: ClusterConfig,
     data_dir: PathBuf,
     auth: Authenticator,
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     components: ComponentStore,
     taskmanager: TaskManager,
     jobs: Mutex<Jobs>,
@@ -82,6 +81,47 @@ impl Jobs {
         self.by_id
             .values()
             .filter(move |j| j.tenant.name == tenant && !j.state.is_terminal())
+    }
+
+    /// What a tenant's jobs that have not ended hold.
+    fn load_of(&self, tenant: &str) -> submit::TenantLoad {
+        self.active_of(tenant)
+            .fold(submit::TenantLoad::default(), |mut load, j| {
+                load.jobs += 1;
+                load.tasks += j.tasks;
+                if j.holds_slots {
+                    load.slots += j.slots;
+                }
+                load
+            })
+    }
+
+    /// Waiting jobs that fit now — in the cluster's free slots and their tenants' — in
+    /// submission order (a job that does not fit does not hold back smaller ones behind
+    /// it); they hold their slots from now on. Returns their deployments.
+    fn take_deployable(&mut self, total_slots: u32) -> Vec<Box<Deployment>> {
+        let mut deploy = Vec::new();
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let id = self.waiting[i].clone();
+            let Some(job) = self.by_id.get(&id) else {
+                self.waiting.remove(i);
+                continue;
+            };
+            let tenant_slots = self.load_of(&job.tenant.name).slots;
+            let fits = job.slots <= total_slots - self.slots_used
+                && tenant_slots + job.slots <= job.tenant.max_slots;
+            if !fits {
+                i += 1;
+                continue;
+            }
+            self.waiting.remove(i);
+            self.slots_used += job.slots;
+            let job = self.by_id.get_mut(&id).expect("present");
+            job.holds_slots = true;
+            deploy.extend(job.deployment.take());
+        }
+        deploy
     }
 
     /// Notes that a job ended; forgets the tenant's oldest ended job beyond
@@ -137,6 +177,8 @@ struct JobRecord {
     guest_source: bool,
     /// The snapshot it started from, resolved.
     restored_from: Option<PathBuf>,
+    /// Its component's digest (compiled code is kept while a job not ended uses it).
+    sha256: String,
 }
 
 impl JobRecord {
@@ -305,12 +347,14 @@ impl JobManager {
             .data_dir
             .canonicalize()
             .map_err(|e| io("data directory", e))?;
-        let runtime = Runtime::new(RuntimeConfig {
-            call_timeout: config.server.call_timeout(),
-            max_call_output: config.server.max_call_output_bytes,
-            ..RuntimeConfig::default()
-        })
-        .map_err(|e| ClusterError::internal(e.to_string()))?;
+        let runtime = Arc::new(
+            Runtime::new(RuntimeConfig {
+                call_timeout: config.server.call_timeout(),
+                max_call_output: config.server.max_call_output_bytes,
+                ..RuntimeConfig::default()
+            })
+            .map_err(|e| ClusterError::internal(e.to_string()))?,
+        );
         // Tenants' files must stay out of weir's own directory (components, every tenant's
         // checkpoints and savepoints) — except the single default tenant's, which owns it all.
         let default_only = config.tenants.len() == 1 && config.tenants[0].name == "default";
@@ -329,8 +373,12 @@ impl JobManager {
         }
         let components = ComponentStore::open(&data_dir.join("components"))?;
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let taskmanager = TaskManager::start(events_tx, config.server.state_memory_budget_bytes)
-            .map_err(|e| io("cannot start the TaskManager", e))?;
+        let taskmanager = TaskManager::start(
+            events_tx,
+            config.server.state_memory_budget_bytes,
+            runtime.clone(),
+        )
+        .map_err(|e| io("cannot start the TaskManager", e))?;
         let inner = Arc::new(Inner {
             auth: Authenticator::new(&config),
             config,
@@ -444,17 +492,6 @@ impl JobManager {
                 "tenant_only",
                 "the admin token is for cluster operations; use a tenant's token for this",
             )),
-        }
-    }
-
-    /// The sandbox of a tenant's guest instances.
-    fn limits(&self, tenant: &TenantConfig) -> RuntimeConfig {
-        RuntimeConfig {
-            max_instance_memory: usize::try_from(tenant.max_instance_memory_bytes)
-                .unwrap_or(usize::MAX),
-            call_timeout: self.inner.config.server.call_timeout(),
-            max_call_output: self.inner.config.server.max_call_output_bytes,
-            ..RuntimeConfig::default()
         }
     }
 
@@ -630,7 +667,7 @@ impl JobManager {
             &tenant.name,
             name,
             upload,
-            &self.limits(tenant),
+            &self.sandbox(tenant).runtime_config(),
         )
     }
 
@@ -642,6 +679,24 @@ impl JobManager {
     /// One component.
     pub fn component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
         self.find_component(p, id)
+    }
+
+    /// Forgets the compiled code of `sha256` unless a stored component has the same bytes
+    /// or a job that has not ended runs it (a job waiting for slots is deployed from it).
+    fn release_compiled(&self, jobs: &Jobs, sha256: &str) {
+        let stored = self
+            .inner
+            .components
+            .list(None)
+            .iter()
+            .any(|c| c.sha256 == sha256);
+        let used = jobs
+            .by_id
+            .values()
+            .any(|j| j.sha256 == sha256 && !j.state.is_terminal());
+        if !stored && !used {
+            self.inner.runtime.evict(sha256);
+        }
     }
 
     fn find_component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
@@ -661,291 +716,16 @@ impl JobManager {
     pub fn delete_component(&self, p: &Principal, id: &str) -> Result<ComponentInfo, ClusterError> {
         let info = self.find_component(p, id)?;
         let removed = self.inner.components.remove(&info.tenant, id)?;
-        // The compiled code goes too, unless another tenant stored the same bytes (running
-        // jobs keep theirs).
-        if !self
-            .inner
-            .components
-            .list(None)
-            .iter()
-            .any(|c| c.sha256 == removed.sha256)
-        {
-            self.inner.runtime.evict(&removed.sha256);
-        }
+        self.release_compiled(&self.jobs(), &removed.sha256);
         Ok(removed)
     }
 
     // ---- jobs -------------------------------------------------------------------------
 
-    /// Validates a submission and schedules the job.
-    pub fn submit(&self, p: &Principal, req: SubmitJob) -> Result<JobDetails, ClusterError> {
-        let tenant = self.tenant_of(p)?.clone();
-        self.submit_as(tenant, req, None)
-    }
-
-    /// Submits for `tenant`; `recovered`: the id of a job that was running when the server
-    /// stopped, to continue from its latest checkpoint.
-    fn submit_as(
-        &self,
-        tenant: Arc<TenantConfig>,
-        req: SubmitJob,
-        recovered: Option<String>,
-    ) -> Result<JobDetails, ClusterError> {
-        let parallelism = req.parallelism.unwrap_or(1);
-        if parallelism == 0 {
-            return Err(ClusterError::bad_request("parallelism must be at least 1"));
-        }
-        let rocksdb = match req.state_backend.as_deref() {
-            None | Some("memory") => false,
-            Some("rocksdb") => true,
-            Some(other) => {
-                return Err(ClusterError::bad_request(format!(
-                    "state_backend '{other}': use 'memory' or 'rocksdb'"
-                )))
-            }
-        };
-        if req.checkpoint_interval_ms.is_some_and(|ms| ms < 10) {
-            return Err(ClusterError::bad_request(
-                "checkpoint_interval_ms must be at least 10",
-            ));
-        }
-        if let Some(k) = req.args.keys().find(|k| k.starts_with("weir.")) {
-            return Err(ClusterError::bad_request(format!(
-                "argument '{k}': names starting with 'weir.' are the host's"
-            )));
-        }
-        // Quotas that need no plan are checked before the guest's code runs to make one.
-        if recovered.is_none() {
-            let jobs = self.jobs();
-            admit_jobs(&tenant, jobs.active_of(&tenant.name).count())?;
-            admit_slots(&tenant, parallelism, self.inner.config.server.slots)?;
-            drop(jobs);
-            self.check_disk(&tenant)?;
-        }
-        let component = self
-            .inner
-            .components
-            .load(&self.inner.runtime, &tenant.name, &req.component)?
-            .with_limits(self.limits(&tenant));
-        let args: Vec<(String, String)> = req.args.clone().into_iter().collect();
-        let mut plan_args = args.clone();
-        plan_args.push(("weir.attempt".into(), "0".into()));
-        let graph = component
-            .plan(&plan_args, parallelism)
-            .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "invalid_plan", e.to_string()))?;
-        // File connectors may only touch the tenant's directories.
-        paths::check_graph(&graph, &tenant.allowed_paths)
-            .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "path_not_allowed", e))?;
-        let tenant_dir = self.inner.data_dir.join("tenants").join(&tenant.name);
-        let (checkpoint_dir, savepoint_dir) = (
-            tenant_dir.join("checkpoints"),
-            tenant_dir.join("savepoints"),
-        );
-        for d in [&checkpoint_dir, &savepoint_dir] {
-            std::fs::create_dir_all(d).map_err(|e| {
-                ClusterError::internal(format!("cannot create {}: {e}", d.display()))
-            })?;
-        }
-        let from_savepoint = match &req.from_savepoint {
-            Some(location) => {
-                let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
-                // Only snapshots weir wrote for this tenant: a hand-made `_metadata` could
-                // name files and transactions anywhere.
-                let allowed = [checkpoint_dir.clone(), savepoint_dir.clone()];
-                let resolved = paths::check_allowed(path, &allowed).map_err(|e| {
-                    ClusterError::new(
-                        ErrorKind::BadRequest,
-                        "path_not_allowed",
-                        format!("from_savepoint: {e}"),
-                    )
-                })?;
-                if !resolved.join("_metadata").is_file() {
-                    return Err(ClusterError::bad_request(format!(
-                        "from_savepoint: '{location}' is not a savepoint (no _metadata)"
-                    )));
-                }
-                Some(resolved)
-            }
-            None => None,
-        };
-        let restored_from = from_savepoint.clone();
-        let from_savepoint = from_savepoint.map(|p| p.display().to_string());
-        let slots = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
-        let cluster_slots = self.inner.config.server.slots;
-        admit_slots(&tenant, slots, cluster_slots)?;
-        let tasks: u32 = weir_worker::plan::ExecutionPlan::new(&graph)
-            .vertices
-            .iter()
-            .map(|v| v.parallelism)
-            .sum();
-        let max_tasks = self.inner.config.server.max_tasks_per_job;
-        if tasks > max_tasks {
-            return Err(ClusterError::quota(format!(
-                "the job runs {tasks} tasks (operators that cannot be chained, times their \
-                 parallelism); a job may run {max_tasks} (max_tasks_per_job)"
-            )));
-        }
-        let id = recovered.clone().unwrap_or_else(|| random_hex(16));
-        // A recovered job continues from its latest completed checkpoint, if it has one
-        // (else from where it first started).
-        let resume = recovered.is_some()
-            && weir_checkpoint::Storage::open(&checkpoint_dir.display().to_string())
-                .ok()
-                .and_then(|s| weir_checkpoint::latest_checkpoint(&s.child(&id)).ok())
-                .flatten()
-                .is_some();
-        let from_savepoint = if resume { None } else { from_savepoint };
-        let restart_attempts =
-            req.restart_attempts
-                .unwrap_or(if req.checkpoint_interval_ms.is_some() {
-                    3
-                } else {
-                    0
-                });
-        let deployment = Deployment {
-            job: id.clone(),
-            tenant: tenant.name.clone(),
-            component,
-            parallelism,
-            args,
-            checkpoint_dir: checkpoint_dir.display().to_string(),
-            checkpoint_interval: req.checkpoint_interval_ms.map(Duration::from_millis),
-            savepoint_dir: savepoint_dir.display().to_string(),
-            from_savepoint,
-            allow_non_restored_state: req.allow_non_restored_state,
-            rocksdb_dir: rocksdb.then(|| self.inner.data_dir.join("tmp").join(&id)),
-            restart_attempts,
-            allowed_paths: tenant.allowed_paths.clone(),
-            resume,
-            state_limits: DeployedStateLimits {
-                job_bytes: tenant.max_state_bytes,
-                tenant_bytes: tenant.max_total_state_bytes,
-                value_bytes: tenant.max_state_value_bytes,
-            },
-        };
-        let now = now_ms();
-        let mut record = JobRecord {
-            id: id.clone(),
-            tenant: tenant.clone(),
-            name: graph.name.clone(),
-            request: req,
-            state: JobState::Created,
-            timestamps: vec![StateEntry {
-                state: JobState::Created,
-                at_ms: now,
-            }],
-            slots,
-            tasks,
-            holds_slots: false,
-            start_ms: now,
-            end_ms: None,
-            restarts: 0,
-            failure: None,
-            quota_failure: None,
-            exceptions: VecDeque::new(),
-            checkpoints: CheckpointStats::default(),
-            plan: PlanSummary::of(&graph),
-            operators: Vec::new(),
-            last_sample: None,
-            savepoint: None,
-            guest_time_before: Duration::ZERO,
-            usage: weir_worker::JobUsage::default(),
-            triggers: Vec::new(),
-            deployment: Some(Box::new(deployment)),
-            guest_source: graph.nodes.iter().any(|n| n.kind == NodeKind::GuestSource),
-            restored_from: restored_from.clone(),
-        };
-        let mut jobs = self.jobs();
-        // Deleted since it was checked? (A delete holds this lock while it checks for jobs
-        // started from the savepoint.)
-        if let Some(from) = &record.restored_from {
-            if !resume && !from.join("_metadata").is_file() {
-                return Err(ClusterError::bad_request(format!(
-                    "from_savepoint: '{}' was deleted",
-                    from.display()
-                )));
-            }
-        }
-        let active: Vec<&JobRecord> = jobs.active_of(&tenant.name).collect();
-        admit_jobs(&tenant, active.len())?;
-        admit_tasks(&tenant, active.iter().map(|j| j.tasks).sum(), tasks)?;
-        let tenant_slots: u32 = active
-            .iter()
-            .filter(|j| j.holds_slots)
-            .map(|j| j.slots)
-            .sum();
-        let free = cluster_slots - jobs.slots_used;
-        // A recovered job waits for slots rather than being refused.
-        let wait = record.request.wait || recovered.is_some();
-        if tenant_slots + slots > tenant.max_slots && !wait {
-            return Err(ClusterError::quota(format!(
-                "the job needs {slots} slots; tenant '{}' holds {tenant_slots} of its {} (max_slots)",
-                tenant.name, tenant.max_slots
-            )));
-        }
-        if slots > free && !wait {
-            return Err(ClusterError::new(
-                ErrorKind::Conflict,
-                "no_slots",
-                format!(
-                    "the job needs {slots} slots; {free} of {cluster_slots} are free (submit with \"wait\": true to queue)"
-                ),
-            ));
-        }
-        record.apply(Transition::Schedule);
-        if recovered.is_some() {
-            push_exception(
-                &mut record,
-                0,
-                format!(
-                    "the server stopped while the job ran; recovered from {}",
-                    if resume {
-                        "its latest checkpoint"
-                    } else {
-                        "its start"
-                    }
-                ),
-                true,
-            );
-        }
-        tracing::info!(job = %id, tenant = %tenant.name, name = %record.name, slots, resume, "job submitted");
-        self.journal(&record);
-        jobs.by_id.insert(id.clone(), record);
-        jobs.waiting.push_back(id.clone());
-        self.schedule(&mut jobs);
-        Ok(jobs.by_id[&id].details())
-    }
-
     /// Deploys waiting jobs, in order, while slots and their tenants' quotas allow.
     fn schedule(&self, jobs: &mut Jobs) {
-        let total = self.inner.config.server.slots;
-        let mut i = 0;
-        while i < jobs.waiting.len() {
-            let id = jobs.waiting[i].clone();
-            let Some(job) = jobs.by_id.get(&id) else {
-                jobs.waiting.remove(i);
-                continue;
-            };
-            let tenant_slots: u32 = jobs
-                .by_id
-                .values()
-                .filter(|j| j.tenant.name == job.tenant.name && j.holds_slots)
-                .map(|j| j.slots)
-                .sum();
-            let fits = job.slots <= total - jobs.slots_used
-                && tenant_slots + job.slots <= job.tenant.max_slots;
-            if !fits {
-                i += 1;
-                continue;
-            }
-            jobs.waiting.remove(i);
-            let slots = job.slots;
-            jobs.slots_used += slots;
-            let job = jobs.by_id.get_mut(&id).expect("present");
-            job.holds_slots = true;
-            if let Some(d) = job.deployment.take() {
-                self.inner.taskmanager.send(TaskManagerCommand::Deploy(d));
-            }
+        for d in jobs.take_deployable(self.inner.config.server.slots) {
+            self.inner.taskmanager.send(TaskManagerCommand::Deploy(d));
         }
     }
 
@@ -1010,9 +790,7 @@ impl JobManager {
                 return Ok(j.details()); // already cancelling
             }
             if j.deployment.is_none() {
-                self.inner.taskmanager.send(TaskManagerCommand::Cancel {
-                    job: id.to_string(),
-                });
+                self.inner.taskmanager.steer(id, JobCommand::Cancel);
                 return Ok(j.details());
             }
             // Never deployed: nothing runs.
@@ -1023,9 +801,11 @@ impl JobManager {
             j.settle_triggers(true, Err("the job was cancelled"));
             self.journal(j);
         }
-        let (details, tenant) = (jobs.by_id[id].details(), jobs.by_id[id].tenant.name.clone());
+        let j = &jobs.by_id[id];
+        let (details, tenant, sha256) = (j.details(), j.tenant.name.clone(), j.sha256.clone());
         jobs.waiting.retain(|w| w != id);
         jobs.remember_ended(id, &tenant);
+        self.release_compiled(&jobs, &sha256);
         Ok(details)
     }
 
@@ -1051,11 +831,7 @@ impl JobManager {
             Self::check_snapshots(j)?;
             let trigger = random_hex(8);
             j.add_trigger(&trigger, false);
-            self.inner
-                .taskmanager
-                .send(TaskManagerCommand::TriggerSavepoint {
-                    job: id.to_string(),
-                });
+            self.inner.taskmanager.steer(id, JobCommand::Savepoint);
             Ok(trigger)
         })
     }
@@ -1068,10 +844,7 @@ impl JobManager {
             j.apply(Transition::Stop);
             let trigger = random_hex(8);
             j.add_trigger(&trigger, true);
-            self.inner.taskmanager.send(TaskManagerCommand::Stop {
-                job: id.to_string(),
-                drain,
-            });
+            self.inner.taskmanager.steer(id, JobCommand::Stop { drain });
             Ok(trigger)
         })
     }
@@ -1193,14 +966,11 @@ impl JobManager {
                 }
                 if with_savepoint && !j.guest_source && j.state == JobState::Running {
                     j.apply(Transition::Stop);
-                    self.inner.taskmanager.send(TaskManagerCommand::Stop {
-                        job: id,
-                        drain: false,
-                    });
-                } else if j.apply(Transition::Cancel) {
                     self.inner
                         .taskmanager
-                        .send(TaskManagerCommand::Cancel { job: id });
+                        .steer(&id, JobCommand::Stop { drain: false });
+                } else if j.apply(Transition::Cancel) {
+                    self.inner.taskmanager.steer(&id, JobCommand::Cancel);
                 }
             }
             jobs.waiting.clear();
@@ -1224,9 +994,7 @@ impl JobManager {
             let mut jobs = self.jobs();
             for j in jobs.by_id.values_mut().filter(|j| j.holds_slots) {
                 j.apply(Transition::Cancel);
-                self.inner
-                    .taskmanager
-                    .send(TaskManagerCommand::Cancel { job: j.id.clone() });
+                self.inner.taskmanager.steer(&j.id, JobCommand::Cancel);
             }
         }
         if !wait(timeout / 2) {
@@ -1272,252 +1040,6 @@ impl JobManager {
     }
 
     // ---- events from the TaskManager ---------------------------------------------------
-
-    fn on_event(&self, event: TaskManagerEvent) {
-        let job = event.job.clone();
-        // A tenant's disk is measured with the job table unlocked (it walks directories).
-        if let Some((tenant, checkpoint)) = self.apply_event(event) {
-            if let Err(e) = self.check_disk(&tenant) {
-                let mut jobs = self.jobs();
-                if let Some(j) = jobs.by_id.get_mut(&job) {
-                    if !j.state.is_terminal() && j.quota_failure.is_none() {
-                        let cause = format!("checkpoint {checkpoint}: {}", e.message);
-                        tracing::warn!(job = %j.id, %cause, "disk quota exceeded");
-                        j.quota_failure = Some(cause);
-                        j.apply(Transition::Cancel);
-                        self.inner
-                            .taskmanager
-                            .send(TaskManagerCommand::Cancel { job: j.id.clone() });
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies an event to its job's record; answers a disk check to make after a
-    /// checkpoint (the job's tenant, the checkpoint).
-    fn apply_event(&self, event: TaskManagerEvent) -> Option<(Arc<TenantConfig>, u64)> {
-        let mut disk_check = None;
-        let mut guard = self.jobs();
-        let jobs = &mut *guard;
-        let j = jobs.by_id.get_mut(&event.job)?;
-        match event.kind {
-            TaskManagerEventKind::Running { attempt } => {
-                j.restarts = attempt;
-                j.apply(Transition::TasksRunning);
-            }
-            TaskManagerEventKind::Restarting { attempt, cause } => {
-                // The cause may carry a guest's words: one line, as guest logs are.
-                let shown = weir_runtime::one_line(&cause);
-                tracing::warn!(job = %j.id, tenant = %j.tenant.name, attempt, cause = %shown, "job restarting");
-                push_exception(j, attempt - 1, cause, true);
-                j.restarts = attempt;
-                j.operators.iter_mut().for_each(|o| {
-                    o.records_in_per_second = 0.0;
-                    o.records_out_per_second = 0.0;
-                });
-                j.last_sample = None;
-                j.close_attempt();
-                j.apply(Transition::TaskFailed);
-            }
-            TaskManagerEventKind::Snapshot(s) => {
-                let entry = CheckpointEntry {
-                    id: s.id,
-                    savepoint: s.savepoint,
-                    location: s.location.clone(),
-                    duration_ms: s.duration_ms,
-                    state_bytes: s.state_bytes,
-                    completed_ms: s.completed_ms,
-                };
-                let c = &mut j.checkpoints;
-                if s.savepoint {
-                    c.latest_savepoint = Some(entry.clone());
-                } else {
-                    c.completed += 1;
-                    c.latest = Some(entry.clone());
-                }
-                c.history.insert(0, entry);
-                c.history.truncate(CHECKPOINT_HISTORY);
-                if s.savepoint {
-                    // Triggers asked for after this savepoint began wait for the next one
-                    // (the TaskManager takes another: the request is still pending there).
-                    let began = s.completed_ms - s.duration_ms as i64;
-                    j.settle_triggers_before(false, Ok(&s.location), began);
-                }
-                // Checkpoints are written as the job runs: its tenant's disk quota is checked
-                // as they complete (once every few seconds per tenant), the job failing over it.
-                let due = jobs
-                    .disk_checked
-                    .get(&j.tenant.name)
-                    .is_none_or(|t| t.elapsed() >= DISK_CHECK_INTERVAL);
-                if due && j.quota_failure.is_none() {
-                    jobs.disk_checked
-                        .insert(j.tenant.name.clone(), Instant::now());
-                    disk_check = Some((j.tenant.clone(), s.id));
-                }
-            }
-            TaskManagerEventKind::SnapshotFailed {
-                savepoint,
-                stop,
-                reason,
-            } => {
-                j.checkpoints.failed += 1;
-                if stop {
-                    // The job goes on, as before the stop was asked for.
-                    j.settle_triggers(true, Err(&reason));
-                    j.apply(Transition::StopFailed);
-                } else if savepoint {
-                    j.settle_triggers(false, Err(&reason));
-                }
-            }
-            TaskManagerEventKind::Metrics {
-                operators,
-                usage,
-                sampled_ms,
-            } => {
-                let delta = usage.guest_time.saturating_sub(j.usage.guest_time);
-                *jobs
-                    .tenant_guest_time
-                    .entry(j.tenant.name.clone())
-                    .or_default() += delta;
-                let j = jobs.by_id.get_mut(&event.job).expect("present");
-                j.usage = usage;
-                let elapsed = j
-                    .last_sample
-                    .map(|t| sampled_ms.saturating_sub(t).max(0) as f64 / 1000.0);
-                let previous: std::collections::HashMap<String, OperatorStatus> =
-                    std::mem::take(&mut j.operators)
-                        .into_iter()
-                        .map(|o| (o.uid.clone(), o))
-                        .collect();
-                j.operators = operators
-                    .into_iter()
-                    .map(|o| {
-                        let before = previous.get(&o.records.uid);
-                        let rate = |now: u64, then: Option<u64>| match (elapsed, then) {
-                            (Some(dt), Some(then)) if dt > 0.0 && now >= then => {
-                                (now - then) as f64 / dt
-                            }
-                            _ => 0.0,
-                        };
-                        OperatorStatus {
-                            records_in_per_second: rate(
-                                o.records.records_in,
-                                before.map(|b| b.records_in),
-                            ),
-                            records_out_per_second: rate(
-                                o.records.records_out,
-                                before.map(|b| b.records_out),
-                            ),
-                            backpressure: match (elapsed, before) {
-                                (Some(dt), Some(b)) if dt > 0.0 => {
-                                    let now = o.blocked.as_millis() as u64;
-                                    let ms = now.saturating_sub(b.blocked_ms) as f64;
-                                    let tasks = f64::from(o.records.parallelism.max(1));
-                                    (ms / (dt * 1e3 * tasks)).min(1.0)
-                                }
-                                _ => 0.0,
-                            },
-                            blocked_ms: o.blocked.as_millis() as u64,
-                            uid: o.records.uid,
-                            parallelism: o.records.parallelism,
-                            records_in: o.records.records_in,
-                            records_out: o.records.records_out,
-                            watermark: o.watermark,
-                        }
-                    })
-                    .collect();
-                j.last_sample = Some(sampled_ms);
-            }
-            TaskManagerEventKind::Ended(outcome) => {
-                match outcome {
-                    JobOutcome::Finished {
-                        savepoint,
-                        operators,
-                    } => {
-                        for o in operators {
-                            if let Some(s) = j.operators.iter_mut().find(|s| s.uid == o.uid) {
-                                s.records_in = o.records_in;
-                                s.records_out = o.records_out;
-                                s.records_in_per_second = 0.0;
-                                s.records_out_per_second = 0.0;
-                            } else {
-                                j.operators.push(OperatorStatus {
-                                    uid: o.uid,
-                                    parallelism: o.parallelism,
-                                    records_in: o.records_in,
-                                    records_out: o.records_out,
-                                    ..OperatorStatus::default()
-                                });
-                            }
-                        }
-                        match &savepoint {
-                            Some(s) => j.settle_triggers(true, Ok(s)),
-                            None => j.settle_triggers(true, Err("the job finished first")),
-                        }
-                        j.savepoint = savepoint;
-                        j.apply(Transition::Finished);
-                    }
-                    JobOutcome::Canceled => match j.quota_failure.clone() {
-                        Some(cause) => {
-                            push_exception(j, j.restarts, cause.clone(), false);
-                            j.failure = Some(cause);
-                            j.apply(Transition::Failed);
-                        }
-                        None => {
-                            j.apply(Transition::Canceled);
-                        }
-                    },
-                    JobOutcome::Failed(cause) => {
-                        let shown = weir_runtime::one_line(&cause);
-                        tracing::warn!(job = %j.id, tenant = %j.tenant.name, cause = %shown, "job failed");
-                        push_exception(j, j.restarts, cause.clone(), false);
-                        j.failure = Some(cause);
-                        j.apply(Transition::Failed);
-                    }
-                }
-                // Checkpoints outlive only a failure (to resume from).
-                let ended_id = j.id.clone();
-                let delete = matches!(j.state, JobState::Finished | JobState::Canceled);
-                // ...unless a job not yet ended was started from one of them.
-                let dir = self
-                    .inner
-                    .data_dir
-                    .join("tenants")
-                    .join(&j.tenant.name)
-                    .join("checkpoints")
-                    .join(&ended_id);
-                let in_use = jobs.started_from(&dir).is_some();
-                let j = jobs.by_id.get_mut(&event.job).expect("present");
-                if delete && !in_use {
-                    std::thread::spawn(move || {
-                        if let Err(e) = std::fs::remove_dir_all(&dir) {
-                            if e.kind() != std::io::ErrorKind::NotFound {
-                                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete checkpoints");
-                            }
-                        }
-                    });
-                }
-                let reason = format!("the job ended ({})", j.state.name());
-                j.settle_triggers(false, Err(&reason));
-                j.settle_triggers(true, Err(&reason));
-                j.end_ms = Some(now_ms());
-                j.last_sample = None;
-                j.close_attempt();
-                if j.holds_slots {
-                    j.holds_slots = false;
-                    jobs.slots_used -= j.slots;
-                }
-                let tenant = jobs.by_id[&event.job].tenant.name.clone();
-                jobs.remember_ended(&event.job, &tenant);
-                if let Some(j) = jobs.by_id.get(&event.job) {
-                    self.journal(j);
-                }
-                self.schedule(jobs);
-            }
-        }
-        disk_check
-    }
 }
 
 fn push_exception(j: &mut JobRecord, attempt: u32, message: String, restarted: bool) {
@@ -1532,44 +1054,6 @@ fn push_exception(j: &mut JobRecord, attempt: u32, message: String, restarted: b
     }
 }
 
-/// One more job for `tenant`, which has `active` jobs that have not ended.
-fn admit_jobs(tenant: &TenantConfig, active: usize) -> Result<(), ClusterError> {
-    if active as u32 >= tenant.max_jobs {
-        return Err(ClusterError::quota(format!(
-            "tenant '{}' has {active} jobs that have not ended; it may have {} (max_jobs)",
-            tenant.name, tenant.max_jobs
-        )));
-    }
-    Ok(())
-}
-
-/// One more job of `tasks` tasks for `tenant`, whose jobs run `running` tasks.
-fn admit_tasks(tenant: &TenantConfig, running: u32, tasks: u32) -> Result<(), ClusterError> {
-    if running.saturating_add(tasks) > tenant.max_tasks {
-        return Err(ClusterError::quota(format!(
-            "the job runs {tasks} tasks; tenant '{}' runs {running} of its {} (max_tasks)",
-            tenant.name, tenant.max_tasks
-        )));
-    }
-    Ok(())
-}
-
-/// A job that needs `slots` slots, alone.
-fn admit_slots(tenant: &TenantConfig, slots: u32, cluster_slots: u32) -> Result<(), ClusterError> {
-    if slots > tenant.max_slots {
-        return Err(ClusterError::quota(format!(
-            "the job needs {slots} slots (its largest parallelism); tenant '{}' may use {} (max_slots)",
-            tenant.name, tenant.max_slots
-        )));
-    }
-    if slots > cluster_slots {
-        return Err(ClusterError::quota(format!(
-            "the job needs {slots} slots; the cluster has {cluster_slots}"
-        )));
-    }
-    Ok(())
-}
-
 fn too_large(tenant: &TenantConfig) -> ClusterError {
     ClusterError::new(
         ErrorKind::TooLarge,
@@ -1582,36 +1066,4 @@ fn too_large(tenant: &TenantConfig) -> ClusterError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tenant() -> TenantConfig {
-        toml::from_str(&format!(
-            "name = 't'\ntoken_sha256 = '{}'\nmax_jobs = 2\nmax_slots = 4\nmax_tasks = 10",
-            "ab".repeat(32)
-        ))
-        .unwrap()
-    }
-
-    #[test]
-    fn admission_names_the_quota_it_refuses() {
-        let t = tenant();
-        assert!(admit_jobs(&t, 1).is_ok());
-        let e = admit_jobs(&t, 2).unwrap_err();
-        assert_eq!(e.code, "quota_exceeded");
-        assert!(e.message.contains("max_jobs"), "{e}");
-        assert!(admit_slots(&t, 4, 8).is_ok());
-        assert!(admit_slots(&t, 5, 8)
-            .unwrap_err()
-            .message
-            .contains("max_slots"));
-        assert!(admit_slots(&t, 4, 3)
-            .unwrap_err()
-            .message
-            .contains("the cluster has 3"));
-        assert!(admit_tasks(&t, 6, 4).is_ok());
-        let e = admit_tasks(&t, 6, 5).unwrap_err();
-        assert!(e.message.contains("runs 6 of its 10 (max_tasks)"), "{e}");
-        assert!(admit_tasks(&t, u32::MAX, 1).is_err());
-    }
-}
+mod tests;
