@@ -1100,3 +1100,40 @@ fn a_restart_after_one_source_subtask_finished_restores_the_others() {
     assert!(stderr(&o).contains("restarts: 1"), "{}", stderr(&o));
     check_counts(&out.join("counts"), 3);
 }
+
+/// RocksDB's working files vanish while the job runs (a failed or wiped local disk): the
+/// checkpoint that cannot copy them fails with the storage's error, the job restarts from
+/// its last checkpoint on a new database, and the output is exact. Nothing panics.
+#[test]
+fn losing_rocksdbs_local_files_restarts_from_the_last_checkpoint() {
+    let base = Baseline::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state) = (dir.path().join("out"), dir.path().join("state"));
+    let store = local_store();
+    let args = datagen_job(
+        &out,
+        5_000,
+        &[
+            "--checkpoint-dir",
+            &store.url,
+            "--checkpoint-interval",
+            "100ms",
+            "--state-backend",
+            "rocksdb",
+            "--state-dir",
+            &state.display().to_string(),
+        ],
+    );
+    let child = spawn_mid_stream(&args);
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_dir_all(&state).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(
+        e.contains("restarting the job") && e.contains("state checkpoint failed"),
+        "{e}"
+    );
+    base.assert_same(&out, "losing RocksDB's files");
+}

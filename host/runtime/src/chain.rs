@@ -225,6 +225,12 @@ impl GuestChain {
                 error,
             };
         }
+        if let Some(error) = self.store.data_mut().state_failure.take() {
+            return GuestError::State {
+                operator: self.label.clone(),
+                error,
+            };
+        }
         let (operator, message) = describe_trap(&mut self.store, &e, self.timeout, &self.label);
         GuestError::Trap { operator, message }
     }

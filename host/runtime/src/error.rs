@@ -78,6 +78,15 @@ pub enum GuestError {
         /// Which limit.
         error: weir_state::StateLimitExceeded,
     },
+    /// A state call of the guest failed in the backend (I/O): the task fails, and a restart
+    /// from the last checkpoint may help.
+    #[error("operator '{operator}': {error}")]
+    State {
+        /// uid of the chain's head.
+        operator: String,
+        /// What failed.
+        error: weir_state::StateError,
+    },
     /// The guest returned a malformed frame.
     #[error("operator '{operator}': {error}")]
     Frame {

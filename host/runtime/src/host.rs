@@ -33,6 +33,8 @@ pub(crate) struct TaskData {
     pub meter: weir_state::StateMeter,
     /// The last trap was a state limit.
     pub state_limit: Option<weir_state::StateLimitExceeded>,
+    /// Set when a host state call failed in the backend.
+    pub state_failure: Option<weir_state::StateError>,
     /// The job's allowance of log lines.
     pub logs: std::sync::Arc<crate::logs::LogBudget>,
 }
@@ -69,6 +71,7 @@ impl TaskData {
             interrupted: false,
             meter: weir_state::StateMeter::unlimited(),
             state_limit: None,
+            state_failure: None,
             logs: Default::default(),
         }
     }
@@ -86,6 +89,14 @@ impl TaskData {
     /// Refuses a value (a map entry: its user key and value) over the value limit.
     fn check_value(&mut self, size: usize) -> wasmtime::Result<()> {
         self.meter.check_value(size).map_err(|e| self.refuse(e))
+    }
+
+    /// A host state call failed in the backend: the guest traps with the error, and the
+    /// task fails with it (not as a guest bug).
+    fn state_failed(&mut self, e: weir_state::StateError) -> wasmtime::Error {
+        let error = wasmtime::format_err!("{e}");
+        self.state_failure = Some(e);
+        error
     }
 
     fn refuse(&mut self, e: weir_state::StateLimitExceeded) -> wasmtime::Error {
@@ -226,22 +237,24 @@ impl Host for TaskData {
     fn list_get(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<Vec<Vec<u8>>> {
         self.check_state(state, List)?;
         let (b, kg) = self.backend(&key)?;
-        Ok(b.list_get(state, kg, &key))
+        let items = b.list_get(state, kg, &key);
+        items.map_err(|e| self.state_failed(e))
     }
 
     fn list_add(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
         self.check_state(state, List)?;
         self.check_value(key.len() + value.len())?;
         let (b, kg) = self.backend(&key)?;
-        b.list_add(state, kg, &key, &value);
+        let added = b.list_add(state, kg, &key, &value);
+        added.map_err(|e| self.state_failed(e))?;
         self.charge_state()
     }
 
     fn list_clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
         self.check_state(state, List)?;
         let (b, kg) = self.backend(&key)?;
-        b.list_clear(state, kg, &key);
-        Ok(())
+        let cleared = b.list_clear(state, kg, &key);
+        cleared.map_err(|e| self.state_failed(e))
     }
 
     fn map_get(
@@ -252,7 +265,8 @@ impl Host for TaskData {
     ) -> wasmtime::Result<Option<Vec<u8>>> {
         self.check_state(state, Map)?;
         let (b, kg) = self.backend(&key)?;
-        Ok(b.map_get(state, kg, &key, &user_key))
+        let value = b.map_get(state, kg, &key, &user_key);
+        value.map_err(|e| self.state_failed(e))
     }
 
     fn map_put(
@@ -265,15 +279,16 @@ impl Host for TaskData {
         self.check_state(state, Map)?;
         self.check_value(key.len() + user_key.len() + value.len())?;
         let (b, kg) = self.backend(&key)?;
-        b.map_put(state, kg, &key, &user_key, &value);
+        let put = b.map_put(state, kg, &key, &user_key, &value);
+        put.map_err(|e| self.state_failed(e))?;
         self.charge_state()
     }
 
     fn map_remove(&mut self, state: u32, key: Vec<u8>, user_key: Vec<u8>) -> wasmtime::Result<()> {
         self.check_state(state, Map)?;
         let (b, kg) = self.backend(&key)?;
-        b.map_remove(state, kg, &key, &user_key);
-        Ok(())
+        let removed = b.map_remove(state, kg, &key, &user_key);
+        removed.map_err(|e| self.state_failed(e))
     }
 
     fn map_entries(
@@ -283,13 +298,14 @@ impl Host for TaskData {
     ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.check_state(state, Map)?;
         let (b, kg) = self.backend(&key)?;
-        Ok(b.map_entries(state, kg, &key))
+        let entries = b.map_entries(state, kg, &key);
+        entries.map_err(|e| self.state_failed(e))
     }
 
     fn map_clear(&mut self, state: u32, key: Vec<u8>) -> wasmtime::Result<()> {
         self.check_state(state, Map)?;
         let (b, kg) = self.backend(&key)?;
-        b.map_clear(state, kg, &key);
-        Ok(())
+        let cleared = b.map_clear(state, kg, &key);
+        cleared.map_err(|e| self.state_failed(e))
     }
 }

@@ -13,12 +13,13 @@
 //!
 //! let states = vec![StateDescriptor { name: "count".into(), kind: StateKind::Value, version: 1, ttl: None }];
 //! let mut backend = MemoryStateBackend::new(states, KeyGroupRange::new(0, 128));
-//! backend.put_value(0, 7, b"alice", b"3");
-//! backend.with_value(0, 7, b"alice", &mut |v| assert_eq!(v, Some(&b"3"[..])));
+//! backend.put_value(0, 7, b"alice", b"3")?;
+//! backend.with_value(0, 7, b"alice", &mut |v| assert_eq!(v, Some(&b"3"[..])))?;
 //! backend.register_timer(TimeDomain::EventTime, 7, b"alice", 1_000);
 //! let mut due = Vec::new();
 //! backend.pop_due_timers(TimeDomain::EventTime, 1_000, &mut due);
 //! assert_eq!(due[0].timestamp, 1_000);
+//! # Ok::<(), weir_state::StateError>(())
 //! ```
 #![deny(missing_docs)]
 
@@ -31,7 +32,7 @@ mod ttl;
 
 pub use budget::{Measure, StateAccount, StateLimitExceeded, StateMeter};
 pub use memory::MemoryStateBackend;
-pub use rocks::{NativeCheckpoint, RocksDbError, RocksDbStateBackend};
+pub use rocks::{RocksDbError, RocksDbStateBackend};
 pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
 pub use ttl::TtlBackend;
 use weir_core::{KeyGroupRange, StateDescriptor};
@@ -70,10 +71,37 @@ pub struct ValueHint {
     pub position: usize,
 }
 
+/// A state operation failed in the storage under the backend (a RocksDB read or write, a
+/// full disk). The task fails with it — the guest whose host call failed sees a trap with
+/// this message — and the job restarts from its last checkpoint. After an error, what the
+/// backend holds is unspecified: it is not used again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state {op} failed: {message}")]
+pub struct StateError {
+    /// What was being done (`read`, `write`, `snapshot`).
+    pub op: &'static str,
+    /// What the storage said.
+    pub message: String,
+}
+
+impl StateError {
+    /// A failed `op`.
+    pub fn new(op: &'static str, message: impl std::fmt::Display) -> Self {
+        StateError {
+            op,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The result of a state operation.
+pub type StateResult<T> = Result<T, StateError>;
+
 /// Keyed state and timers of one operator in one subtask.
 ///
 /// Every method takes the key group explicitly (the caller has computed it to route the
-/// record), so a backend never hashes a key twice.
+/// record), so a backend never hashes a key twice. Reads and writes may fail in the
+/// storage under the backend ([`StateError`]); timers live in memory and cannot.
 pub trait KeyedStateBackend: Send {
     /// The declared states, indexed by [`StateIndex`].
     fn descriptors(&self) -> &[StateDescriptor];
@@ -87,9 +115,15 @@ pub trait KeyedStateBackend: Send {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    );
+    ) -> StateResult<()>;
     /// Sets a value state.
-    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]);
+    fn put_value(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()>;
 
     /// Like [`KeyedStateBackend::with_value`], returning a hint for the write-back.
     fn with_value_hinted(
@@ -98,9 +132,9 @@ pub trait KeyedStateBackend: Send {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Option<ValueHint> {
-        self.with_value(state, key_group, key, f);
-        None
+    ) -> StateResult<Option<ValueHint>> {
+        self.with_value(state, key_group, key, f)?;
+        Ok(None)
     }
 
     /// Like [`KeyedStateBackend::put_value`], skipping the lookup when `hint` is current.
@@ -111,18 +145,24 @@ pub trait KeyedStateBackend: Send {
         key_group: u32,
         key: &[u8],
         value: &[u8],
-    ) {
+    ) -> StateResult<()> {
         self.put_value(state, key_group, key, value)
     }
     /// Clears a value state.
-    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()>;
 
     /// The elements of a list state.
-    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>>;
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<Vec<Vec<u8>>>;
     /// Appends to a list state.
-    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]);
+    fn list_add(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()>;
     /// Clears a list state.
-    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()>;
 
     /// One entry of a map state.
     fn map_get(
@@ -131,7 +171,7 @@ pub trait KeyedStateBackend: Send {
         key_group: u32,
         key: &[u8],
         user_key: &[u8],
-    ) -> Option<Vec<u8>>;
+    ) -> StateResult<Option<Vec<u8>>>;
     /// Sets an entry of a map state.
     fn map_put(
         &mut self,
@@ -140,14 +180,24 @@ pub trait KeyedStateBackend: Send {
         key: &[u8],
         user_key: &[u8],
         value: &[u8],
-    );
+    ) -> StateResult<()>;
     /// Removes an entry of a map state.
-    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]);
+    fn map_remove(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> StateResult<()>;
     /// All entries of a map state, ordered by user key bytes.
-    fn map_entries(&self, state: StateIndex, key_group: u32, key: &[u8])
-        -> Vec<(Vec<u8>, Vec<u8>)>;
+    fn map_entries(
+        &self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Clears a map state.
-    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]);
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()>;
 
     /// Registers a timer; registering the same (domain, key, timestamp) twice keeps one.
     fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64);
@@ -165,16 +215,40 @@ pub trait KeyedStateBackend: Send {
 
     /// Writes every entry and timer into `w`, one section per non-empty key group in
     /// ascending order (see [`snapshot`]).
-    fn export(&self, w: &mut SnapshotWriter);
+    fn export(&self, w: &mut SnapshotWriter) -> StateResult<()>;
 
     /// The task finished applying a batch's results (a TTL wrapper applies the work its
     /// reads queued).
-    fn end_batch(&mut self) {}
+    fn end_batch(&mut self) -> StateResult<()> {
+        Ok(())
+    }
 
-    /// The RocksDB backend, for incremental checkpoints of its own files.
-    fn as_rocksdb(&self) -> Option<&RocksDbStateBackend> {
+    /// A backend that checkpoints its own files as they are (incrementally), not through
+    /// the canonical snapshot format.
+    fn native_snapshots(&self) -> Option<&dyn NativeSnapshots> {
         None
     }
+}
+
+/// The capability of a backend whose own files can be checkpointed as they are: copied
+/// at a point in time, immutable files uploaded only once.
+pub trait NativeSnapshots {
+    /// Identifies this backend instance (its file names are unique only within it).
+    fn instance(&self) -> &str;
+    /// A point-in-time copy of the backend's files, and its timers.
+    fn native_checkpoint(&self) -> StateResult<NativeCheckpoint>;
+}
+
+/// A point-in-time copy of a backend's files, deleted when dropped.
+pub struct NativeCheckpoint {
+    /// The directory holding the files.
+    pub path: std::path::PathBuf,
+    /// What to delete when dropped.
+    pub scratch: tempfile::TempDir,
+    /// File names in `path`; `*.sst` files are immutable.
+    pub files: Vec<String>,
+    /// The timers (a canonical snapshot with only timer entries).
+    pub timers: Vec<u8>,
 }
 
 /// How much a backend holds.

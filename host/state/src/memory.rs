@@ -10,7 +10,8 @@ use weir_core::{KeyGroupRange, StateDescriptor};
 
 use crate::timers::Timers;
 use crate::{
-    KeyedStateBackend, SnapshotWriter, StateIndex, StateSize, TimeDomain, Timer, ValueHint,
+    KeyedStateBackend, SnapshotWriter, StateIndex, StateResult, StateSize, TimeDomain, Timer,
+    ValueHint,
 };
 
 /// Keys and values up to 16 bytes live inline in the hash table: no pointer to chase on
@@ -105,8 +106,9 @@ impl KeyedStateBackend for MemoryStateBackend {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) {
-        self.with_value_hinted(state, key_group, key, f);
+    ) -> StateResult<()> {
+        self.with_value_hinted(state, key_group, key, f)?;
+        Ok(())
     }
 
     fn with_value_hinted(
@@ -115,26 +117,32 @@ impl KeyedStateBackend for MemoryStateBackend {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Option<ValueHint> {
+    ) -> StateResult<Option<ValueHint>> {
         let table = &self.group(key_group).values[state as usize];
         let hash = self.hasher.hash_one(key);
         match table.find_bucket_index(hash, |(k, _)| k.as_slice() == key) {
             Some(position) => {
                 let (_, v) = table.get_bucket(position).expect("bucket just found");
                 f(Some(v.as_slice()));
-                Some(ValueHint {
+                Ok(Some(ValueHint {
                     generation: self.generation,
                     position,
-                })
+                }))
             }
             None => {
                 f(None);
-                None
+                Ok(None)
             }
         }
     }
 
-    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+    fn put_value(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
         self.put_value_hinted(None, state, key_group, key, value)
     }
 
@@ -145,7 +153,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         key_group: u32,
         key: &[u8],
         value: &[u8],
-    ) {
+    ) -> StateResult<()> {
         let generation = self.generation;
         let hasher = self.hasher.clone();
         let table = &mut self.group_mut(key_group).values[state as usize];
@@ -160,7 +168,7 @@ impl KeyedStateBackend for MemoryStateBackend {
                 if k.as_slice() == key {
                     let old = replace(v);
                     self.bytes = self.bytes - old + value.len() as u64;
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -168,7 +176,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         if let Some((_, v)) = table.find_mut(hash, |(k, _)| k.as_slice() == key) {
             let old = replace(v);
             self.bytes = self.bytes - old + value.len() as u64;
-            return;
+            return Ok(());
         }
         table.insert_unique(
             hash,
@@ -177,9 +185,10 @@ impl KeyedStateBackend for MemoryStateBackend {
         );
         self.bytes += entry_bytes(key, value);
         self.generation += 1;
+        Ok(())
     }
 
-    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
         let hash = self.hasher.hash_one(key);
         let table = &mut self.group_mut(key_group).values[state as usize];
         if let Ok(entry) = table.find_entry(hash, |(k, _)| k.as_slice() == key) {
@@ -187,16 +196,23 @@ impl KeyedStateBackend for MemoryStateBackend {
             self.bytes -= entry_bytes(&k, &v);
             self.generation += 1;
         }
+        Ok(())
     }
 
-    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
-        self.group(key_group).lists[state as usize]
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<Vec<Vec<u8>>> {
+        Ok(self.group(key_group).lists[state as usize]
             .get(key)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+    fn list_add(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
         let lists = &mut self.group_mut(key_group).lists[state as usize];
         let added = match lists.get_mut(key) {
             Some(items) => {
@@ -209,13 +225,15 @@ impl KeyedStateBackend for MemoryStateBackend {
             }
         };
         self.bytes += added;
+        Ok(())
     }
 
-    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
         if let Some(items) = self.group_mut(key_group).lists[state as usize].remove(key) {
             let held: u64 = items.iter().map(|v| entry_bytes(&[], v)).sum();
             self.bytes -= entry_bytes(key, &[]) + held;
         }
+        Ok(())
     }
 
     fn map_get(
@@ -224,11 +242,11 @@ impl KeyedStateBackend for MemoryStateBackend {
         key_group: u32,
         key: &[u8],
         user_key: &[u8],
-    ) -> Option<Vec<u8>> {
-        self.group(key_group).maps[state as usize]
+    ) -> StateResult<Option<Vec<u8>>> {
+        Ok(self.group(key_group).maps[state as usize]
             .get(key)
             .and_then(|m| m.get(user_key))
-            .cloned()
+            .cloned())
     }
 
     fn map_put(
@@ -238,7 +256,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         key: &[u8],
         user_key: &[u8],
         value: &[u8],
-    ) {
+    ) -> StateResult<()> {
         let maps = &mut self.group_mut(key_group).maps[state as usize];
         let mut added = 0;
         let m = match maps.get_mut(key) {
@@ -258,9 +276,16 @@ impl KeyedStateBackend for MemoryStateBackend {
         }
         // (`added` may wrap for a smaller value: the sum comes out right.)
         self.bytes = self.bytes.wrapping_add(added);
+        Ok(())
     }
 
-    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
+    fn map_remove(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> StateResult<()> {
         let maps = &mut self.group_mut(key_group).maps[state as usize];
         let mut freed = 0;
         if let Some(m) = maps.get_mut(key) {
@@ -273,6 +298,7 @@ impl KeyedStateBackend for MemoryStateBackend {
             }
         }
         self.bytes -= freed;
+        Ok(())
     }
 
     fn map_entries(
@@ -280,18 +306,19 @@ impl KeyedStateBackend for MemoryStateBackend {
         state: StateIndex,
         key_group: u32,
         key: &[u8],
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.group(key_group).maps[state as usize]
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.group(key_group).maps[state as usize]
             .get(key)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
-    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
         if let Some(m) = self.group_mut(key_group).maps[state as usize].remove(key) {
             let held: u64 = m.iter().map(|(uk, v)| entry_bytes(uk, v)).sum();
             self.bytes -= entry_bytes(key, &[]) + held;
         }
+        Ok(())
     }
 
     fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
@@ -318,7 +345,7 @@ impl KeyedStateBackend for MemoryStateBackend {
         }
     }
 
-    fn export(&self, w: &mut SnapshotWriter) {
+    fn export(&self, w: &mut SnapshotWriter) -> StateResult<()> {
         // Timers are ordered by time: bucket them by key group once.
         let timers = self.timers.by_key_group(self.range);
         for (i, g) in self.groups.iter().enumerate() {
@@ -353,6 +380,7 @@ impl KeyedStateBackend for MemoryStateBackend {
                 w.timer(*domain, t.timestamp, &t.key);
             }
         }
+        Ok(())
     }
 }
 
@@ -365,28 +393,28 @@ mod tests {
     fn size_follows_every_write_and_returns_to_zero() {
         let mut b = MemoryStateBackend::new(crate::test_descriptors(), KeyGroupRange::new(0, 4));
         let size = |b: &MemoryStateBackend| b.size().total;
-        b.put_value(0, 1, b"k", &[0; 100]);
+        b.put_value(0, 1, b"k", &[0; 100]).unwrap();
         let one = size(&b);
         assert!(one >= 101, "{one}");
         // Overwriting changes the size by the difference, hinted or not.
-        b.put_value(0, 1, b"k", &[0; 10]);
+        b.put_value(0, 1, b"k", &[0; 10]).unwrap();
         assert_eq!(size(&b), one - 90);
-        let hint = b.with_value_hinted(0, 1, b"k", &mut |_| {});
+        let hint = b.with_value_hinted(0, 1, b"k", &mut |_| {}).unwrap();
         assert!(hint.is_some());
-        b.put_value_hinted(hint, 0, 1, b"k", &[0; 100]);
+        b.put_value_hinted(hint, 0, 1, b"k", &[0; 100]).unwrap();
         assert_eq!(size(&b), one);
-        b.list_add(1, 2, b"l", &[0; 1000]);
-        b.list_add(1, 2, b"l", &[0; 1000]);
-        b.map_put(2, 3, b"m", b"a", &[0; 500]);
-        b.map_put(2, 3, b"m", b"a", &[0; 50]);
-        b.map_put(2, 3, b"m", b"b", &[0; 5]);
+        b.list_add(1, 2, b"l", &[0; 1000]).unwrap();
+        b.list_add(1, 2, b"l", &[0; 1000]).unwrap();
+        b.map_put(2, 3, b"m", b"a", &[0; 500]).unwrap();
+        b.map_put(2, 3, b"m", b"a", &[0; 50]).unwrap();
+        b.map_put(2, 3, b"m", b"b", &[0; 5]).unwrap();
         b.register_timer(TimeDomain::EventTime, 1, b"k", 10);
         b.register_timer(TimeDomain::EventTime, 1, b"k", 10);
         assert!(size(&b) > one + 2000 + 55, "{}", size(&b));
-        b.clear_value(0, 1, b"k");
-        b.list_clear(1, 2, b"l");
-        b.map_remove(2, 3, b"m", b"a");
-        b.map_clear(2, 3, b"m");
+        b.clear_value(0, 1, b"k").unwrap();
+        b.list_clear(1, 2, b"l").unwrap();
+        b.map_remove(2, 3, b"m", b"a").unwrap();
+        b.map_clear(2, 3, b"m").unwrap();
         let mut due = Vec::new();
         b.pop_due_timers(TimeDomain::EventTime, 10, &mut due);
         assert_eq!(due.len(), 1);
@@ -400,22 +428,28 @@ mod tests {
     #[test]
     fn state_is_scoped_by_key_group_and_key() {
         let mut b = backend();
-        b.put_value(0, 4, b"k", b"1");
-        b.put_value(0, 5, b"k", b"2");
-        b.with_value(0, 4, b"k", &mut |v| assert_eq!(v, Some(&b"1"[..])));
-        b.with_value(0, 5, b"k", &mut |v| assert_eq!(v, Some(&b"2"[..])));
-        b.clear_value(0, 4, b"k");
-        b.with_value(0, 4, b"k", &mut |v| assert_eq!(v, None));
-        b.list_add(1, 6, b"k", b"a");
-        b.list_add(1, 6, b"k", b"b");
-        assert_eq!(b.list_get(1, 6, b"k"), vec![b"a".to_vec(), b"b".to_vec()]);
-        b.map_put(2, 7, b"k", b"x", b"1");
-        b.map_put(2, 7, b"k", b"a", b"2");
-        assert_eq!(b.map_get(2, 7, b"k", b"x"), Some(b"1".to_vec()));
-        assert_eq!(b.map_entries(2, 7, b"k")[0].0, b"a".to_vec());
-        b.map_remove(2, 7, b"k", b"x");
-        b.map_remove(2, 7, b"k", b"a");
-        assert!(b.map_entries(2, 7, b"k").is_empty());
+        b.put_value(0, 4, b"k", b"1").unwrap();
+        b.put_value(0, 5, b"k", b"2").unwrap();
+        b.with_value(0, 4, b"k", &mut |v| assert_eq!(v, Some(&b"1"[..])))
+            .unwrap();
+        b.with_value(0, 5, b"k", &mut |v| assert_eq!(v, Some(&b"2"[..])))
+            .unwrap();
+        b.clear_value(0, 4, b"k").unwrap();
+        b.with_value(0, 4, b"k", &mut |v| assert_eq!(v, None))
+            .unwrap();
+        b.list_add(1, 6, b"k", b"a").unwrap();
+        b.list_add(1, 6, b"k", b"b").unwrap();
+        assert_eq!(
+            b.list_get(1, 6, b"k").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        b.map_put(2, 7, b"k", b"x", b"1").unwrap();
+        b.map_put(2, 7, b"k", b"a", b"2").unwrap();
+        assert_eq!(b.map_get(2, 7, b"k", b"x").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(b.map_entries(2, 7, b"k").unwrap()[0].0, b"a".to_vec());
+        b.map_remove(2, 7, b"k", b"x").unwrap();
+        b.map_remove(2, 7, b"k", b"a").unwrap();
+        assert!(b.map_entries(2, 7, b"k").unwrap().is_empty());
     }
 
     #[test]
@@ -442,28 +476,35 @@ mod tests {
     #[test]
     fn hints_skip_the_lookup_only_while_current() {
         let mut b = backend();
-        b.put_value(0, 4, b"a", b"1");
-        let hint = b.with_value_hinted(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"1"[..])));
+        b.put_value(0, 4, b"a", b"1").unwrap();
+        let hint = b
+            .with_value_hinted(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"1"[..])))
+            .unwrap();
         assert!(hint.is_some());
-        b.put_value_hinted(hint, 0, 4, b"a", b"2");
-        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"2"[..])));
+        b.put_value_hinted(hint, 0, 4, b"a", b"2").unwrap();
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"2"[..])))
+            .unwrap();
         // A hint used for another key is not trusted.
-        b.put_value_hinted(hint, 0, 4, b"b", b"3");
-        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"2"[..])));
-        b.with_value(0, 4, b"b", &mut |v| assert_eq!(v, Some(&b"3"[..])));
+        b.put_value_hinted(hint, 0, 4, b"b", b"3").unwrap();
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"2"[..])))
+            .unwrap();
+        b.with_value(0, 4, b"b", &mut |v| assert_eq!(v, Some(&b"3"[..])))
+            .unwrap();
         // Inserting many keys moves entries: the old hint is stale and ignored.
         for i in 0..1000u32 {
-            b.put_value(0, 4, &i.to_le_bytes(), b"x");
+            b.put_value(0, 4, &i.to_le_bytes(), b"x").unwrap();
         }
-        b.put_value_hinted(hint, 0, 4, b"a", b"4");
-        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"4"[..])));
-        b.clear_value(0, 4, b"a");
-        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, None));
+        b.put_value_hinted(hint, 0, 4, b"a", b"4").unwrap();
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, Some(&b"4"[..])))
+            .unwrap();
+        b.clear_value(0, 4, b"a").unwrap();
+        b.with_value(0, 4, b"a", &mut |v| assert_eq!(v, None))
+            .unwrap();
     }
 
     #[test]
     #[should_panic(expected = "not in this backend's range")]
     fn foreign_key_groups_are_a_host_bug() {
-        backend().put_value(0, 9, b"k", b"v");
+        backend().put_value(0, 9, b"k", b"v").unwrap();
     }
 }

@@ -22,7 +22,10 @@ use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOp
 use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
 
 use crate::timers::Timers;
-use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, StateSize, TimeDomain, Timer};
+use crate::{
+    KeyedStateBackend, NativeCheckpoint, NativeSnapshots, SnapshotWriter, StateError, StateIndex,
+    StateResult, StateSize, TimeDomain, Timer,
+};
 
 /// Writes buffered before they are applied as one batch.
 const BATCH_LIMIT: usize = 4096;
@@ -214,35 +217,32 @@ impl RocksDbStateBackend {
     }
 
     /// Compacts the whole database now (RocksDB also compacts by itself).
-    pub fn compact(&self) {
+    pub fn compact(&self) -> StateResult<()> {
         // Compaction may drop expired values: the cache must not keep them.
-        self.flush_dirty(true);
-        self.apply_pending();
+        self.flush_dirty(true)?;
+        self.apply_pending()?;
         self.db.compact_range::<&[u8], &[u8]>(None, None);
-    }
-
-    /// Identifies this database instance (its SST names are unique only within it).
-    pub fn instance(&self) -> &str {
-        &self.instance
+        Ok(())
     }
 
     /// Flushes and hard-links the database's current files into a new directory under the
     /// backend's own: immutable `*.sst` files (an incremental checkpoint uploads only those
     /// it has not uploaded before) and the small files that describe the database. The
     /// timers come as a canonical snapshot holding only timers.
-    pub fn native_checkpoint(&self) -> Result<NativeCheckpoint, String> {
-        self.sync();
+    fn checkpoint_files(&self) -> StateResult<NativeCheckpoint> {
+        self.sync()?;
+        let fail = |e: &dyn std::fmt::Display| StateError::new("checkpoint", e);
         let scratch = tempfile::Builder::new()
             .prefix("checkpoint-")
             .tempdir_in(self.dir.path().parent().unwrap_or(self.dir.path()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| fail(&e))?;
         let path = scratch.path().join("db");
         rocksdb::checkpoint::Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&path))
-            .map_err(|e| format!("RocksDB checkpoint: {e}"))?;
+            .map_err(|e| fail(&format!("RocksDB checkpoint: {e}")))?;
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(&path).map_err(|e| e.to_string())? {
-            let entry = entry.map_err(|e| e.to_string())?;
+        for entry in std::fs::read_dir(&path).map_err(|e| fail(&e))? {
+            let entry = entry.map_err(|e| fail(&e))?;
             files.push(entry.file_name().to_string_lossy().into_owned());
         }
         files.sort();
@@ -257,7 +257,7 @@ impl RocksDbStateBackend {
         }
         Ok(NativeCheckpoint {
             path,
-            _scratch: scratch,
+            scratch,
             files,
             timers: w.finish(),
         })
@@ -288,14 +288,14 @@ impl RocksDbStateBackend {
 
     /// Everything written so far is in the database (before it is scanned or copied); the
     /// written entries stay cached.
-    fn sync(&self) {
-        self.flush_dirty(false);
-        self.apply_pending();
+    fn sync(&self) -> StateResult<()> {
+        self.flush_dirty(false)?;
+        self.apply_pending()
     }
 
     /// Writes the dirty value-state entries, sorted: as an ingested SST file when there are
     /// many, else as a batch.
-    fn flush_dirty(&self, evict: bool) {
+    fn flush_dirty(&self, evict: bool) -> StateResult<()> {
         let mut dirty = self.dirty.borrow_mut();
         let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = if evict {
             self.dirty_bytes.set(0);
@@ -316,12 +316,12 @@ impl RocksDbStateBackend {
         };
         drop(dirty);
         if entries.is_empty() {
-            return;
+            return Ok(());
         }
         let started = std::time::Instant::now();
         let count = entries.len();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let fail = |e: rocksdb::Error| panic!("RocksDB write failed: {e}");
+        let fail = |e: rocksdb::Error| StateError::new("write", format!("RocksDB: {e}"));
         if entries.len() < INGEST_AT {
             let mut batch = WriteBatch::default();
             for (k, v) in &entries {
@@ -330,50 +330,50 @@ impl RocksDbStateBackend {
                     None => batch.delete(k),
                 }
             }
-            self.db
-                .write_opt(batch, &self.write_opts)
-                .unwrap_or_else(fail);
+            self.db.write_opt(batch, &self.write_opts).map_err(fail)?;
             tracing::debug!(entries = count, evict, elapsed = ?started.elapsed(), "state cache written");
-            return;
+            return Ok(());
         }
         // Lists and maps in the memtable may sit in the same key range: their batch first.
-        self.apply_pending();
+        self.apply_pending()?;
         let n = self.ingested.get();
         self.ingested.set(n + 1);
         let path = self.dir.path().join(format!("ingest-{n}.sst"));
         let opts = Options::default();
         let mut w = rocksdb::SstFileWriter::create(&opts);
-        w.open(&path).unwrap_or_else(fail);
+        w.open(&path).map_err(fail)?;
         for (k, v) in &entries {
             match v {
                 Some(v) => w.put(k, v),
                 None => w.delete(k),
             }
-            .unwrap_or_else(fail);
+            .map_err(fail)?;
         }
-        w.finish().unwrap_or_else(fail);
+        w.finish().map_err(fail)?;
         let mut ingest = rocksdb::IngestExternalFileOptions::default();
         ingest.set_move_files(true);
         self.db
             .ingest_external_file_opts(&ingest, vec![&path])
-            .unwrap_or_else(fail);
+            .map_err(fail)?;
         tracing::debug!(entries = count, evict, elapsed = ?started.elapsed(), "state cache ingested");
+        Ok(())
     }
 
-    fn apply_pending(&self) {
+    fn apply_pending(&self) -> StateResult<()> {
         let mut p = self.pending.borrow_mut();
         if p.1 > 0 {
             let batch = std::mem::take(&mut p.0);
             p.1 = 0;
             self.db
                 .write_opt(batch, &self.write_opts)
-                .unwrap_or_else(|e| panic!("RocksDB write failed: {e}"));
+                .map_err(|e| StateError::new("write", format!("RocksDB: {e}")))?;
         }
+        Ok(())
     }
 
     /// Caches a value-state write for the key in `key_buf`; an entry already cached is
     /// updated in place (no allocation for a key written again).
-    fn set_dirty(&mut self, v: Option<&[u8]>) {
+    fn set_dirty(&mut self, v: Option<&[u8]>) -> StateResult<()> {
         let k = self.key_buf.get_mut();
         let mut dirty = self.dirty.borrow_mut();
         let mut bytes = self.dirty_bytes.get();
@@ -398,14 +398,14 @@ impl RocksDbStateBackend {
         }
         drop(dirty);
         self.dirty_bytes.set(bytes);
-        let full = bytes >= self.dirty_limit;
-        if full {
-            self.flush_dirty(true);
+        if bytes >= self.dirty_limit {
+            self.flush_dirty(true)?;
         }
+        Ok(())
     }
 
     /// Queues a write of about `bytes` bytes.
-    fn write(&mut self, bytes: usize, f: impl FnOnce(&mut WriteBatch)) {
+    fn write(&mut self, bytes: usize, f: impl FnOnce(&mut WriteBatch)) -> StateResult<()> {
         self.written.set(self.written.get() + bytes as u64);
         let full = {
             let mut p = self.pending.borrow_mut();
@@ -414,15 +414,16 @@ impl RocksDbStateBackend {
             p.1 >= BATCH_LIMIT || p.0.size_in_bytes() >= BATCH_BYTES
         };
         if full {
-            self.apply_pending();
+            self.apply_pending()?;
         }
+        Ok(())
     }
 
-    fn get(&self, k: &[u8]) -> Option<rocksdb::DBPinnableSlice<'_>> {
-        self.apply_pending();
+    fn get(&self, k: &[u8]) -> StateResult<Option<rocksdb::DBPinnableSlice<'_>>> {
+        self.apply_pending()?;
         self.db
             .get_pinned(k)
-            .unwrap_or_else(|e| panic!("RocksDB read failed: {e}"))
+            .map_err(|e| StateError::new("read", format!("RocksDB: {e}")))
     }
 
     fn value_key(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<u8> {
@@ -446,8 +447,8 @@ impl RocksDbStateBackend {
     }
 
     /// Every (full key, value) with the given prefix, in key order.
-    fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
-        self.apply_pending();
+    fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) -> StateResult<()> {
+        self.apply_pending()?;
         let mut opts = ReadOptions::default();
         let mut upper = prefix.to_vec();
         // The smallest key after every key with this prefix.
@@ -464,24 +465,29 @@ impl RocksDbStateBackend {
             .db
             .iterator_opt(IteratorMode::From(prefix, Direction::Forward), opts);
         for item in iter {
-            let (k, v) = item.unwrap_or_else(|e| panic!("RocksDB read failed: {e}"));
+            let (k, v) = item.map_err(|e| StateError::new("read", format!("RocksDB: {e}")))?;
             if !k.starts_with(prefix) {
                 break;
             }
             f(&k, &v);
         }
+        Ok(())
     }
 }
 
-/// A point-in-time copy of a RocksDB backend's files (hard links), deleted when dropped.
-pub struct NativeCheckpoint {
-    /// The directory holding the files.
-    pub path: std::path::PathBuf,
-    _scratch: tempfile::TempDir,
-    /// File names in `path`; `*.sst` files are immutable.
-    pub files: Vec<String>,
-    /// The timers (a canonical snapshot with only timer entries).
-    pub timers: Vec<u8>,
+/// Incremental checkpoints of the database's own files.
+impl NativeSnapshots for RocksDbStateBackend {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Flushes and hard-links the database's current files into a new directory under
+    /// the backend's own: immutable `*.sst` files (an incremental checkpoint uploads only
+    /// those it has not uploaded before) and the small files that describe the database.
+    /// The timers come as a canonical snapshot holding only timers.
+    fn native_checkpoint(&self) -> StateResult<NativeCheckpoint> {
+        self.checkpoint_files()
+    }
 }
 
 /// The items of a stored list; a malformed tail (never written by this backend) is ignored
@@ -514,36 +520,50 @@ impl KeyedStateBackend for RocksDbStateBackend {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) {
+    ) -> StateResult<()> {
         self.build_key(state, key_group, key);
         let k = self.key_buf.borrow();
         if let Some((v, _)) = self.dirty.borrow().get(k.as_slice()) {
-            return f(v.as_deref());
+            f(v.as_deref());
+            return Ok(());
         }
-        match self.get(&k) {
+        match self.get(&k)? {
             Some(v) => f(Some(&v)),
             None => f(None),
         }
+        Ok(())
     }
 
-    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+    fn put_value(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
         self.build_key(state, key_group, key);
-        self.set_dirty(Some(value));
+        self.set_dirty(Some(value))
     }
 
-    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
         self.build_key(state, key_group, key);
-        self.set_dirty(None);
+        self.set_dirty(None)
     }
 
-    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<Vec<Vec<u8>>> {
         let k = self.value_key(state, key_group, key);
-        self.get(&k).map(|v| decode_list(&v)).unwrap_or_default()
+        Ok(self.get(&k)?.map(|v| decode_list(&v)).unwrap_or_default())
     }
 
-    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+    fn list_add(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
         let k = self.value_key(state, key_group, key);
-        let mut v = self.get(&k).map(|v| v.to_vec()).unwrap_or_default();
+        let mut v = self.get(&k)?.map(|v| v.to_vec()).unwrap_or_default();
         v.extend_from_slice(&(value.len() as u32).to_le_bytes());
         v.extend_from_slice(value);
         // The state grew by the item (the list is rewritten, but RocksDB keeps one copy).
@@ -552,12 +572,12 @@ impl KeyedStateBackend for RocksDbStateBackend {
         } else {
             value.len() + 4
         };
-        self.write(grown, |b| b.put(&k, &v));
+        self.write(grown, |b| b.put(&k, &v))
     }
 
-    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
         let k = self.value_key(state, key_group, key);
-        self.write(0, |b| b.delete(&k));
+        self.write(0, |b| b.delete(&k))
     }
 
     fn map_get(
@@ -566,10 +586,10 @@ impl KeyedStateBackend for RocksDbStateBackend {
         key_group: u32,
         key: &[u8],
         user_key: &[u8],
-    ) -> Option<Vec<u8>> {
+    ) -> StateResult<Option<Vec<u8>>> {
         let mut k = self.map_prefix(state, key_group, key);
         k.extend_from_slice(user_key);
-        self.get(&k).map(|v| v.to_vec())
+        Ok(self.get(&k)?.map(|v| v.to_vec()))
     }
 
     fn map_put(
@@ -579,16 +599,22 @@ impl KeyedStateBackend for RocksDbStateBackend {
         key: &[u8],
         user_key: &[u8],
         value: &[u8],
-    ) {
+    ) -> StateResult<()> {
         let mut k = self.map_prefix(state, key_group, key);
         k.extend_from_slice(user_key);
-        self.write(k.len() + value.len(), |b| b.put(&k, value));
+        self.write(k.len() + value.len(), |b| b.put(&k, value))
     }
 
-    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
+    fn map_remove(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> StateResult<()> {
         let mut k = self.map_prefix(state, key_group, key);
         k.extend_from_slice(user_key);
-        self.write(0, |b| b.delete(&k));
+        self.write(0, |b| b.delete(&k))
     }
 
     fn map_entries(
@@ -596,20 +622,21 @@ impl KeyedStateBackend for RocksDbStateBackend {
         state: StateIndex,
         key_group: u32,
         key: &[u8],
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let p = self.map_prefix(state, key_group, key);
         let mut out = Vec::new();
-        self.scan(&p, |k, v| out.push((k[p.len()..].to_vec(), v.to_vec())));
-        out
+        self.scan(&p, |k, v| out.push((k[p.len()..].to_vec(), v.to_vec())))?;
+        Ok(out)
     }
 
-    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
         let p = self.map_prefix(state, key_group, key);
         let mut keys = Vec::new();
-        self.scan(&p, |k, _| keys.push(k.to_vec()));
+        self.scan(&p, |k, _| keys.push(k.to_vec()))?;
         for k in keys {
-            self.write(0, |b| b.delete(&k));
+            self.write(0, |b| b.delete(&k))?;
         }
+        Ok(())
     }
 
     fn register_timer(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], timestamp: i64) {
@@ -629,7 +656,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
         self.timers.next(domain)
     }
 
-    fn as_rocksdb(&self) -> Option<&RocksDbStateBackend> {
+    fn native_snapshots(&self) -> Option<&dyn NativeSnapshots> {
         Some(self)
     }
 
@@ -643,11 +670,12 @@ impl KeyedStateBackend for RocksDbStateBackend {
         }
     }
 
-    fn end_batch(&mut self) {
+    fn end_batch(&mut self) -> StateResult<()> {
         self.measure();
+        Ok(())
     }
 
-    fn export(&self, w: &mut SnapshotWriter) {
+    fn export(&self, w: &mut SnapshotWriter) -> StateResult<()> {
         // Keys are ordered by key group, then state: one pass writes ascending sections.
         let timers = self.timers.by_key_group(self.range);
         let mut current: Option<u32> = None;
@@ -673,7 +701,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
         };
         let mut start = Vec::new();
         prefix(self.range.start, 0, &mut start);
-        self.sync();
+        self.sync()?;
         let mut opts = ReadOptions::default();
         if self.range.end <= u32::from(u16::MAX) {
             let mut upper = Vec::new();
@@ -684,7 +712,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
             .db
             .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
         for item in iter {
-            let (k, v) = item.unwrap_or_else(|e| panic!("RocksDB read failed: {e}"));
+            let (k, v) = item.map_err(|e| StateError::new("snapshot", format!("RocksDB: {e}")))?;
             let kg = u32::from(u16::from_be_bytes([k[0], k[1]]));
             let state = u32::from(k[2]);
             if current != Some(kg) {
@@ -703,6 +731,7 @@ impl KeyedStateBackend for RocksDbStateBackend {
             }
         }
         emit_timers_upto(w, &mut current, self.range.end);
+        Ok(())
     }
 }
 
@@ -732,9 +761,10 @@ mod tests {
         };
         // 200 MiB of map entries: past several memtables.
         for i in 0u32..3200 {
-            b.map_put(2, i % 16, b"k", &i.to_be_bytes(), &value());
+            b.map_put(2, i % 16, b"k", &i.to_be_bytes(), &value())
+                .unwrap();
             if i % 100 == 99 {
-                b.end_batch();
+                b.end_batch().unwrap();
                 let size = b.size();
                 assert!(
                     size.total >= u64::from(i) * (64 << 10) * 9 / 10,
@@ -745,15 +775,42 @@ mod tests {
         // A list appended to in one batch counts its items, not every rewrite of it.
         let before = b.size().total;
         for _ in 0..300 {
-            b.list_add(1, 0, b"hot", &[1u8; 1000]);
+            b.list_add(1, 0, b"hot", &[1u8; 1000]).unwrap();
         }
         let grown = b.size().total - before;
         assert!((300_000..400_000).contains(&grown), "{grown}");
         for i in 0u32..1000 {
-            b.put_value(0, i % 16, &i.to_be_bytes(), &value());
+            b.put_value(0, i % 16, &i.to_be_bytes(), &value()).unwrap();
         }
-        b.end_batch();
+        b.end_batch().unwrap();
         assert!(b.size().total >= 4200 * (64 << 10) * 9 / 10);
+    }
+
+    /// A database whose files are gone (a full or failed disk) answers with errors that
+    /// say so; nothing panics.
+    #[test]
+    fn storage_failures_are_errors_not_panics() {
+        let tmp = tempfile::tempdir().unwrap();
+        let range = KeyGroupRange::new(0, 16);
+        let mut b = RocksDbStateBackend::new(descriptors(), range, tmp.path()).unwrap();
+        // Enough value writes that writing them out takes an SST file.
+        for i in 0..(INGEST_AT as u32 + 10) {
+            b.put_value(0, i % 16, &i.to_le_bytes(), b"v").unwrap();
+        }
+        std::fs::remove_dir_all(tmp.path()).unwrap();
+        let e = b
+            .export(&mut SnapshotWriter::new(&descriptors()))
+            .unwrap_err();
+        assert_eq!(e.op, "write", "{e}");
+        assert!(
+            e.to_string().starts_with("state write failed: RocksDB: "),
+            "{e}"
+        );
+        let e = b
+            .native_checkpoint()
+            .err()
+            .expect("no directory to copy into");
+        assert!(e.to_string().contains("failed"), "{e}");
     }
 
     #[test]
@@ -764,29 +821,32 @@ mod tests {
         b.dirty_limit = 4 << 20;
         let n = (b.dirty_limit / (DIRTY_OVERHEAD + 12)) as u32 * 2 + 7;
         for i in 0..n {
-            b.put_value(0, i % 16, &i.to_le_bytes(), &(i * 2).to_le_bytes());
-            b.list_add(1, i % 16, &i.to_le_bytes(), b"l");
+            b.put_value(0, i % 16, &i.to_le_bytes(), &(i * 2).to_le_bytes())
+                .unwrap();
+            b.list_add(1, i % 16, &i.to_le_bytes(), b"l").unwrap();
         }
         for i in (0..n).step_by(3) {
-            b.clear_value(0, i % 16, &i.to_le_bytes());
+            b.clear_value(0, i % 16, &i.to_le_bytes()).unwrap();
         }
         assert!(b.ingested.get() >= 2, "large flushes are ingested");
         for i in [0, 1, 2, 3, n / 2, n - 1] {
             let mut got = None;
             b.with_value(0, i % 16, &i.to_le_bytes(), &mut |v| {
                 got = v.map(<[u8]>::to_vec)
-            });
+            })
+            .unwrap();
             let want = (i % 3 != 0).then(|| (i * 2).to_le_bytes().to_vec());
             assert_eq!(got, want, "key {i}");
-            assert_eq!(b.list_get(1, i % 16, &i.to_le_bytes()).len(), 1);
+            assert_eq!(b.list_get(1, i % 16, &i.to_le_bytes()).unwrap().len(), 1);
         }
         let mut copy = MemoryStateBackend::new(descriptors(), range);
-        restore_snapshot(&mut copy, &take_snapshot(&b)).unwrap();
+        restore_snapshot(&mut copy, &take_snapshot(&b).unwrap()).unwrap();
         let mut values = 0;
         for i in 0..n {
             copy.with_value(0, i % 16, &i.to_le_bytes(), &mut |v| {
                 values += v.is_some() as u32
-            });
+            })
+            .unwrap();
         }
         assert_eq!(values, n - n.div_ceil(3));
     }
@@ -798,40 +858,46 @@ mod tests {
             RocksDbStateBackend::new(descriptors(), KeyGroupRange::new(0, 16), tmp.path()).unwrap();
         for kg in 0..16u32 {
             let key = format!("k{kg}");
-            b.put_value(0, kg, key.as_bytes(), &kg.to_le_bytes());
-            b.list_add(1, kg, key.as_bytes(), b"a");
-            b.list_add(1, kg, key.as_bytes(), b"b");
-            b.map_put(2, kg, key.as_bytes(), b"x", b"1");
-            b.map_put(2, kg, key.as_bytes(), b"y", b"2");
+            b.put_value(0, kg, key.as_bytes(), &kg.to_le_bytes())
+                .unwrap();
+            b.list_add(1, kg, key.as_bytes(), b"a").unwrap();
+            b.list_add(1, kg, key.as_bytes(), b"b").unwrap();
+            b.map_put(2, kg, key.as_bytes(), b"x", b"1").unwrap();
+            b.map_put(2, kg, key.as_bytes(), b"y", b"2").unwrap();
             if kg % 3 == 0 {
                 b.register_timer(TimeDomain::EventTime, kg, key.as_bytes(), 7);
             }
         }
-        b.map_remove(2, 5, b"k5", b"y");
-        b.clear_value(0, 6, b"k6");
+        b.map_remove(2, 5, b"k5", b"y").unwrap();
+        b.clear_value(0, 6, b"k6").unwrap();
         b.register_timer(TimeDomain::ProcessingTime, 15, b"only-a-timer", 9);
-        assert_eq!(b.list_get(1, 3, b"k3"), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(b.map_entries(2, 4, b"k4").len(), 2);
+        assert_eq!(
+            b.list_get(1, 3, b"k3").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(b.map_entries(2, 4, b"k4").unwrap().len(), 2);
 
         // RocksDB → memory, at two subtasks.
-        let snap = take_snapshot(&b);
+        let snap = take_snapshot(&b).unwrap();
         let mut low = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(0, 8));
         let mut high = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(8, 16));
         restore_snapshot(&mut low, &snap).unwrap();
         restore_snapshot(&mut high, &snap).unwrap();
-        assert_eq!(low.map_entries(2, 5, b"k5").len(), 1);
+        assert_eq!(low.map_entries(2, 5, b"k5").unwrap().len(), 1);
         high.with_value(0, 9, b"k9", &mut |v| {
             assert_eq!(v, Some(&9u32.to_le_bytes()[..]))
-        });
-        low.with_value(0, 6, b"k6", &mut |v| assert_eq!(v, None));
+        })
+        .unwrap();
+        low.with_value(0, 6, b"k6", &mut |v| assert_eq!(v, None))
+            .unwrap();
         assert_eq!(high.next_timer(TimeDomain::ProcessingTime), Some(9));
 
         // Memory → RocksDB gives the same snapshot content back.
         let mut again =
             RocksDbStateBackend::new(descriptors(), KeyGroupRange::new(0, 16), tmp.path()).unwrap();
-        restore_snapshot(&mut again, &take_snapshot(&low)).unwrap();
-        restore_snapshot(&mut again, &take_snapshot(&high)).unwrap();
-        assert_eq!(take_snapshot(&again), snap);
+        restore_snapshot(&mut again, &take_snapshot(&low).unwrap()).unwrap();
+        restore_snapshot(&mut again, &take_snapshot(&high).unwrap()).unwrap();
+        assert_eq!(take_snapshot(&again).unwrap(), snap);
         let mut due = Vec::new();
         again.pop_due_timers(TimeDomain::EventTime, 100, &mut due);
         assert_eq!(due.len(), 6);
@@ -852,6 +918,6 @@ mod tests {
             &native.timers,
         )
         .unwrap();
-        assert_eq!(take_snapshot(&reopened), snap);
+        assert_eq!(take_snapshot(&reopened).unwrap(), snap);
     }
 }

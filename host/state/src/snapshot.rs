@@ -63,6 +63,9 @@ pub enum SnapshotError {
         /// What differs.
         message: String,
     },
+    /// The backend restored into failed.
+    #[error(transparent)]
+    State(#[from] crate::StateError),
 }
 
 fn kind_tag(kind: StateKind) -> u8 {
@@ -390,7 +393,7 @@ pub fn restore_snapshot(
                     let (key, value) = (r.bytes()?, r.bytes()?);
                     let expired = expired(s, value);
                     if let (Some(s), false) = (state_of(&r, s)?, expired) {
-                        backend.put_value(s, kg, key, value);
+                        backend.put_value(s, kg, key, value)?;
                     }
                 }
                 TAG_LIST => {
@@ -401,7 +404,7 @@ pub fn restore_snapshot(
                     for _ in 0..n {
                         let item = r.bytes()?;
                         if let (Some(s), false) = (s, expired(index, item)) {
-                            backend.list_add(s, kg, key, item);
+                            backend.list_add(s, kg, key, item)?;
                         }
                     }
                 }
@@ -413,7 +416,7 @@ pub fn restore_snapshot(
                     for _ in 0..n {
                         let (uk, v) = (r.bytes()?, r.bytes()?);
                         if let (Some(s), false) = (s, expired(index, v)) {
-                            backend.map_put(s, kg, key, uk, v);
+                            backend.map_put(s, kg, key, uk, v)?;
                         }
                     }
                 }
@@ -445,10 +448,10 @@ pub fn restore_snapshot(
 }
 
 /// Takes a canonical snapshot of everything `backend` holds.
-pub fn take_snapshot(backend: &dyn KeyedStateBackend) -> Vec<u8> {
+pub fn take_snapshot(backend: &dyn KeyedStateBackend) -> crate::StateResult<Vec<u8>> {
     let mut w = SnapshotWriter::new(backend.descriptors());
-    backend.export(&mut w);
-    w.finish()
+    backend.export(&mut w)?;
+    Ok(w.finish())
 }
 
 #[cfg(test)]
@@ -462,10 +465,11 @@ mod tests {
         let mut b = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(0, 16));
         for kg in 0..16u32 {
             let key = format!("k{kg}");
-            b.put_value(0, kg, key.as_bytes(), &kg.to_le_bytes());
-            b.list_add(1, kg, key.as_bytes(), b"a");
-            b.list_add(1, kg, key.as_bytes(), b"b");
-            b.map_put(2, kg, key.as_bytes(), b"x", b"1");
+            b.put_value(0, kg, key.as_bytes(), &kg.to_le_bytes())
+                .unwrap();
+            b.list_add(1, kg, key.as_bytes(), b"a").unwrap();
+            b.list_add(1, kg, key.as_bytes(), b"b").unwrap();
+            b.map_put(2, kg, key.as_bytes(), b"x", b"1").unwrap();
             b.register_timer(
                 TimeDomain::EventTime,
                 kg,
@@ -481,13 +485,14 @@ mod tests {
         let mut got = None;
         b.with_value(0, kg, format!("k{kg}").as_bytes(), &mut |v| {
             got = v.map(<[u8]>::to_vec)
-        });
+        })
+        .unwrap();
         got
     }
 
     #[test]
     fn round_trip_and_split_by_key_group() {
-        let snap = take_snapshot(&filled());
+        let snap = take_snapshot(&filled()).unwrap();
         // Restore into two halves, as when rescaling from 1 to 2 subtasks.
         for range in [KeyGroupRange::new(0, 8), KeyGroupRange::new(8, 16)] {
             let mut b = MemoryStateBackend::new(descriptors(), range);
@@ -496,8 +501,11 @@ mod tests {
             for kg in range.start..range.end {
                 let key = format!("k{kg}");
                 assert_eq!(value(&b, kg), Some(kg.to_le_bytes().to_vec()));
-                assert_eq!(b.list_get(1, kg, key.as_bytes()).len(), 2);
-                assert_eq!(b.map_get(2, kg, key.as_bytes(), b"x"), Some(b"1".to_vec()));
+                assert_eq!(b.list_get(1, kg, key.as_bytes()).unwrap().len(), 2);
+                assert_eq!(
+                    b.map_get(2, kg, key.as_bytes(), b"x").unwrap(),
+                    Some(b"1".to_vec())
+                );
             }
             let mut due = Vec::new();
             b.pop_due_timers(TimeDomain::EventTime, i64::MAX, &mut due);
@@ -508,14 +516,14 @@ mod tests {
 
     #[test]
     fn states_match_by_name_and_version() {
-        let snap = take_snapshot(&filled());
+        let snap = take_snapshot(&filled()).unwrap();
         // Reordered and with one state dropped: restores what is still declared.
         let mut ds = descriptors();
         ds.swap(0, 2);
         ds.pop();
         let mut b = MemoryStateBackend::new(ds.clone(), KeyGroupRange::new(0, 16));
         restore_snapshot(&mut b, &snap).unwrap();
-        assert_eq!(b.map_get(0, 3, b"k3", b"x"), Some(b"1".to_vec()));
+        assert_eq!(b.map_get(0, 3, b"k3", b"x").unwrap(), Some(b"1".to_vec()));
         // A changed schema version is refused, naming the state.
         ds[0].version = 2;
         let mut b = MemoryStateBackend::new(ds, KeyGroupRange::new(0, 16));
@@ -528,7 +536,7 @@ mod tests {
 
     #[test]
     fn truncated_or_damaged_snapshots_are_rejected() {
-        let snap = take_snapshot(&filled());
+        let snap = take_snapshot(&filled()).unwrap();
         for cut in [0, 5, 12, snap.len() / 2, snap.len() - 1] {
             let mut b = MemoryStateBackend::new(descriptors(), KeyGroupRange::new(0, 16));
             assert!(

@@ -10,7 +10,9 @@ use std::cell::RefCell;
 
 use weir_core::{KeyGroupRange, StateDescriptor, StateTtl};
 
-use crate::{KeyedStateBackend, SnapshotWriter, StateIndex, TimeDomain, Timer, ValueHint};
+use crate::{
+    KeyedStateBackend, SnapshotWriter, StateIndex, StateResult, TimeDomain, Timer, ValueHint,
+};
 
 pub(crate) use weir_core::now_ms;
 
@@ -78,10 +80,10 @@ impl TtlBackend {
         self.deferred.borrow_mut().push(d);
     }
 
-    fn apply_deferred(&mut self) {
+    fn apply_deferred(&mut self) -> StateResult<()> {
         let work = std::mem::take(self.deferred.get_mut());
         if work.is_empty() {
-            return;
+            return Ok(());
         }
         let now = (self.clock)();
         // A value read (and so refreshed) in this batch is live: a later read in the same
@@ -112,20 +114,23 @@ impl TtlBackend {
                 continue;
             }
             match d {
-                Deferred::ClearValue(s, kg, k) => self.inner.clear_value(s, kg, &k),
-                Deferred::PutValue(s, kg, k, v) => self.inner.put_value(s, kg, &k, &stamp(now, &v)),
+                Deferred::ClearValue(s, kg, k) => self.inner.clear_value(s, kg, &k)?,
+                Deferred::PutValue(s, kg, k, v) => {
+                    self.inner.put_value(s, kg, &k, &stamp(now, &v))?
+                }
                 Deferred::SetList(s, kg, k, items) => {
-                    self.inner.list_clear(s, kg, &k);
+                    self.inner.list_clear(s, kg, &k)?;
                     for i in items {
-                        self.inner.list_add(s, kg, &k, &i);
+                        self.inner.list_add(s, kg, &k, &i)?;
                     }
                 }
-                Deferred::RemoveEntry(s, kg, k, uk) => self.inner.map_remove(s, kg, &k, &uk),
+                Deferred::RemoveEntry(s, kg, k, uk) => self.inner.map_remove(s, kg, &k, &uk)?,
                 Deferred::PutEntry(s, kg, k, uk, v) => {
-                    self.inner.map_put(s, kg, &k, &uk, &stamp(now, &v))
+                    self.inner.map_put(s, kg, &k, &uk, &stamp(now, &v))?
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -144,7 +149,7 @@ impl KeyedStateBackend for TtlBackend {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) {
+    ) -> StateResult<()> {
         let Some(ttl) = self.ttl(state) else {
             return self.inner.with_value(state, key_group, key, f);
         };
@@ -167,7 +172,7 @@ impl KeyedStateBackend for TtlBackend {
                     }
                     f(Some(&v[8..]))
                 }
-            });
+            })
     }
 
     fn with_value_hinted(
@@ -176,15 +181,21 @@ impl KeyedStateBackend for TtlBackend {
         key_group: u32,
         key: &[u8],
         f: &mut dyn FnMut(Option<&[u8]>),
-    ) -> Option<ValueHint> {
+    ) -> StateResult<Option<ValueHint>> {
         if self.ttl(state).is_some() {
-            self.with_value(state, key_group, key, f);
-            return None;
+            self.with_value(state, key_group, key, f)?;
+            return Ok(None);
         }
         self.inner.with_value_hinted(state, key_group, key, f)
     }
 
-    fn put_value(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
+    fn put_value(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
         self.put_value_hinted(None, state, key_group, key, value)
     }
 
@@ -195,8 +206,8 @@ impl KeyedStateBackend for TtlBackend {
         key_group: u32,
         key: &[u8],
         value: &[u8],
-    ) {
-        self.apply_deferred();
+    ) -> StateResult<()> {
+        self.apply_deferred()?;
         match self.ttl(state) {
             Some(_) => {
                 let v = stamp((self.clock)(), value);
@@ -208,17 +219,17 @@ impl KeyedStateBackend for TtlBackend {
         }
     }
 
-    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.apply_deferred();
+    fn clear_value(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
+        self.apply_deferred()?;
         self.inner.clear_value(state, key_group, key)
     }
 
-    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> Vec<Vec<u8>> {
+    fn list_get(&self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<Vec<Vec<u8>>> {
         let Some(ttl) = self.ttl(state) else {
             return self.inner.list_get(state, key_group, key);
         };
         let now = (self.clock)();
-        let stored = self.inner.list_get(state, key_group, key);
+        let stored = self.inner.list_get(state, key_group, key)?;
         let n = stored.len();
         let mut kept: Vec<Vec<u8>> = stored
             .into_iter()
@@ -234,11 +245,17 @@ impl KeyedStateBackend for TtlBackend {
             // Without refresh-on-read the survivors keep their own access times.
             self.defer(Deferred::SetList(state, key_group, key.to_vec(), kept));
         }
-        live
+        Ok(live)
     }
 
-    fn list_add(&mut self, state: StateIndex, key_group: u32, key: &[u8], value: &[u8]) {
-        self.apply_deferred();
+    fn list_add(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        value: &[u8],
+    ) -> StateResult<()> {
+        self.apply_deferred()?;
         match self.ttl(state) {
             Some(_) => {
                 let v = stamp((self.clock)(), value);
@@ -248,8 +265,8 @@ impl KeyedStateBackend for TtlBackend {
         }
     }
 
-    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.apply_deferred();
+    fn list_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
+        self.apply_deferred()?;
         self.inner.list_clear(state, key_group, key)
     }
 
@@ -259,11 +276,13 @@ impl KeyedStateBackend for TtlBackend {
         key_group: u32,
         key: &[u8],
         user_key: &[u8],
-    ) -> Option<Vec<u8>> {
+    ) -> StateResult<Option<Vec<u8>>> {
         let Some(ttl) = self.ttl(state) else {
             return self.inner.map_get(state, key_group, key, user_key);
         };
-        let v = self.inner.map_get(state, key_group, key, user_key)?;
+        let Some(v) = self.inner.map_get(state, key_group, key, user_key)? else {
+            return Ok(None);
+        };
         if is_expired(&v, ttl.ttl_ms, (self.clock)()) {
             self.defer(Deferred::RemoveEntry(
                 state,
@@ -271,7 +290,7 @@ impl KeyedStateBackend for TtlBackend {
                 key.to_vec(),
                 user_key.to_vec(),
             ));
-            return None;
+            return Ok(None);
         }
         if ttl.refresh_on_read {
             self.defer(Deferred::PutEntry(
@@ -282,7 +301,7 @@ impl KeyedStateBackend for TtlBackend {
                 v[8..].to_vec(),
             ));
         }
-        Some(v[8..].to_vec())
+        Ok(Some(v[8..].to_vec()))
     }
 
     fn map_put(
@@ -292,8 +311,8 @@ impl KeyedStateBackend for TtlBackend {
         key: &[u8],
         user_key: &[u8],
         value: &[u8],
-    ) {
-        self.apply_deferred();
+    ) -> StateResult<()> {
+        self.apply_deferred()?;
         match self.ttl(state) {
             Some(_) => {
                 let v = stamp((self.clock)(), value);
@@ -303,8 +322,14 @@ impl KeyedStateBackend for TtlBackend {
         }
     }
 
-    fn map_remove(&mut self, state: StateIndex, key_group: u32, key: &[u8], user_key: &[u8]) {
-        self.apply_deferred();
+    fn map_remove(
+        &mut self,
+        state: StateIndex,
+        key_group: u32,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> StateResult<()> {
+        self.apply_deferred()?;
         self.inner.map_remove(state, key_group, key, user_key)
     }
 
@@ -313,13 +338,13 @@ impl KeyedStateBackend for TtlBackend {
         state: StateIndex,
         key_group: u32,
         key: &[u8],
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let Some(ttl) = self.ttl(state) else {
             return self.inner.map_entries(state, key_group, key);
         };
         let now = (self.clock)();
         let mut live = Vec::new();
-        for (uk, v) in self.inner.map_entries(state, key_group, key) {
+        for (uk, v) in self.inner.map_entries(state, key_group, key)? {
             if is_expired(&v, ttl.ttl_ms, now) {
                 self.defer(Deferred::RemoveEntry(state, key_group, key.to_vec(), uk));
                 continue;
@@ -335,11 +360,11 @@ impl KeyedStateBackend for TtlBackend {
             }
             live.push((uk, v[8..].to_vec()));
         }
-        live
+        Ok(live)
     }
 
-    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) {
-        self.apply_deferred();
+    fn map_clear(&mut self, state: StateIndex, key_group: u32, key: &[u8]) -> StateResult<()> {
+        self.apply_deferred()?;
         self.inner.map_clear(state, key_group, key)
     }
 
@@ -359,21 +384,21 @@ impl KeyedStateBackend for TtlBackend {
         self.inner.next_timer(domain)
     }
 
-    fn export(&self, w: &mut SnapshotWriter) {
+    fn export(&self, w: &mut SnapshotWriter) -> StateResult<()> {
         self.inner.export(w)
     }
 
-    fn as_rocksdb(&self) -> Option<&crate::RocksDbStateBackend> {
-        self.inner.as_rocksdb()
+    fn native_snapshots(&self) -> Option<&dyn crate::NativeSnapshots> {
+        self.inner.native_snapshots()
     }
 
     fn size(&self) -> crate::StateSize {
         self.inner.size()
     }
 
-    fn end_batch(&mut self) {
-        self.apply_deferred();
-        self.inner.end_batch();
+    fn end_batch(&mut self) -> StateResult<()> {
+        self.apply_deferred()?;
+        self.inner.end_batch()
     }
 }
 
@@ -408,7 +433,8 @@ mod tests {
 
     fn value(b: &dyn KeyedStateBackend, s: u32) -> Option<Vec<u8>> {
         let mut got = None;
-        b.with_value(s, 1, b"k", &mut |v| got = v.map(<[u8]>::to_vec));
+        b.with_value(s, 1, b"k", &mut |v| got = v.map(<[u8]>::to_vec))
+            .unwrap();
         got
     }
 
@@ -428,26 +454,27 @@ mod tests {
             let clock = now.clone();
             let mut b =
                 TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
-            b.put_value(0, 1, b"k", b"x");
-            b.list_add(1, 1, b"k", b"a");
-            b.map_put(2, 1, b"k", b"u", b"1");
-            b.put_value(3, 1, b"k", b"kept");
+            b.put_value(0, 1, b"k", b"x").unwrap();
+            b.list_add(1, 1, b"k", b"a").unwrap();
+            b.map_put(2, 1, b"k", b"u", b"1").unwrap();
+            b.put_value(3, 1, b"k", b"kept").unwrap();
             now.store(1_099, Ordering::Relaxed);
             assert_eq!(value(&b, 0), Some(b"x".to_vec()));
-            assert_eq!(b.list_get(1, 1, b"k"), vec![b"a".to_vec()]);
-            b.list_add(1, 1, b"k", b"b"); // written at 1,099
+            assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"a".to_vec()]);
+            b.list_add(1, 1, b"k", b"b").unwrap(); // written at 1,099
             now.store(1_100, Ordering::Relaxed);
             assert_eq!(value(&b, 0), None, "expired 100 ms after the write");
-            assert_eq!(b.list_get(1, 1, b"k"), vec![b"b".to_vec()]);
-            assert_eq!(b.map_get(2, 1, b"k", b"u"), None);
-            assert!(b.map_entries(2, 1, b"k").is_empty());
+            assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"b".to_vec()]);
+            assert_eq!(b.map_get(2, 1, b"k", b"u").unwrap(), None);
+            assert!(b.map_entries(2, 1, b"k").unwrap().is_empty());
             assert_eq!(value(&b, 3), Some(b"kept".to_vec()), "no TTL, no expiry");
-            b.end_batch();
+            b.end_batch().unwrap();
             // Expired values were removed, not only hidden.
-            assert_eq!(b.inner.map_entries(2, 1, b"k").len(), 0);
+            assert_eq!(b.inner.map_entries(2, 1, b"k").unwrap().len(), 0);
             let mut raw = None;
             b.inner
-                .with_value(0, 1, b"k", &mut |v| raw = v.map(<[u8]>::to_vec));
+                .with_value(0, 1, b"k", &mut |v| raw = v.map(<[u8]>::to_vec))
+                .unwrap();
             assert_eq!(raw, None);
         }
     }
@@ -462,14 +489,14 @@ mod tests {
             let clock = now.clone();
             let mut b =
                 TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
-            b.put_value(0, 1, b"k", b"x");
+            b.put_value(0, 1, b"k", b"x").unwrap();
             for t in [t0 + 90, t0 + 180, t0 + 270] {
                 now.store(t, Ordering::Relaxed);
                 assert_eq!(value(&b, 0), Some(b"x".to_vec()), "at {t}");
-                b.end_batch();
+                b.end_batch().unwrap();
             }
             // The snapshot carries the access time (270): restored, it still expires at 370.
-            let snap = take_snapshot(&b);
+            let snap = take_snapshot(&b).unwrap();
             let mut copy = MemoryStateBackend::new(descriptors(true), KeyGroupRange::new(0, 4));
             restore_snapshot(&mut copy, &snap).unwrap();
             let clock = now.clone();
@@ -499,15 +526,15 @@ mod tests {
             Box::new(inner),
             Box::new(move || clock.load(Ordering::Relaxed)),
         );
-        b.list_add(1, 1, b"k", b"a");
+        b.list_add(1, 1, b"k", b"a").unwrap();
         now.store(50, Ordering::Relaxed);
-        b.list_add(1, 1, b"k", b"b");
+        b.list_add(1, 1, b"k", b"b").unwrap();
         now.store(100, Ordering::Relaxed);
-        assert_eq!(b.list_get(1, 1, b"k"), vec![b"b".to_vec()]);
-        b.end_batch();
+        assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"b".to_vec()]);
+        b.end_batch().unwrap();
         now.store(150, Ordering::Relaxed);
         assert!(
-            b.list_get(1, 1, b"k").is_empty(),
+            b.list_get(1, 1, b"k").unwrap().is_empty(),
             "b expires 100 ms after its write"
         );
 
@@ -526,15 +553,15 @@ mod tests {
             Box::new(inner),
             Box::new(move || clock.load(Ordering::Relaxed)),
         );
-        b.map_put(2, 1, b"k", b"u", b"1");
+        b.map_put(2, 1, b"k", b"u", b"1").unwrap();
         now.store(99, Ordering::Relaxed);
-        assert_eq!(b.map_get(2, 1, b"k", b"u"), Some(b"1".to_vec()));
+        assert_eq!(b.map_get(2, 1, b"k", b"u").unwrap(), Some(b"1".to_vec()));
         now.store(100, Ordering::Relaxed);
         // Judged by the old access time, it looks expired; the refresh above wins.
-        assert!(b.map_entries(2, 1, b"k").is_empty());
-        b.end_batch();
+        assert!(b.map_entries(2, 1, b"k").unwrap().is_empty());
+        b.end_batch().unwrap();
         now.store(150, Ordering::Relaxed);
-        assert_eq!(b.map_get(2, 1, b"k", b"u"), Some(b"1".to_vec()));
+        assert_eq!(b.map_get(2, 1, b"k", b"u").unwrap(), Some(b"1".to_vec()));
     }
 
     #[test]
@@ -543,21 +570,21 @@ mod tests {
         let range = KeyGroupRange::new(0, 4);
         let mut b = RocksDbStateBackend::new(descriptors(false), range, dir.path()).unwrap();
         // Written long ago (access time 1 ms after the epoch).
-        b.put_value(0, 1, b"old", &stamp(1, b"x"));
-        b.put_value(0, 1, b"new", &stamp(now_ms(), b"y"));
-        b.list_add(1, 1, b"old", &stamp(1, b"a"));
-        b.map_put(2, 1, b"old", b"u", &stamp(1, b"1"));
-        b.put_value(3, 1, b"old", b"no ttl");
-        b.compact();
+        b.put_value(0, 1, b"old", &stamp(1, b"x")).unwrap();
+        b.put_value(0, 1, b"new", &stamp(now_ms(), b"y")).unwrap();
+        b.list_add(1, 1, b"old", &stamp(1, b"a")).unwrap();
+        b.map_put(2, 1, b"old", b"u", &stamp(1, b"1")).unwrap();
+        b.put_value(3, 1, b"old", b"no ttl").unwrap();
+        b.compact().unwrap();
         let raw = |b: &RocksDbStateBackend, s, k: &[u8]| {
             let mut got = false;
-            b.with_value(s, 1, k, &mut |v| got = v.is_some());
+            b.with_value(s, 1, k, &mut |v| got = v.is_some()).unwrap();
             got
         };
         assert!(!raw(&b, 0, b"old"));
         assert!(raw(&b, 0, b"new"));
-        assert!(b.list_get(1, 1, b"old").is_empty());
-        assert!(b.map_entries(2, 1, b"old").is_empty());
+        assert!(b.list_get(1, 1, b"old").unwrap().is_empty());
+        assert!(b.map_entries(2, 1, b"old").unwrap().is_empty());
         assert!(raw(&b, 3, b"old"));
     }
 }

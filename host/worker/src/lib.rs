@@ -24,6 +24,7 @@ mod attempt;
 pub mod checkpoint;
 pub mod connectors;
 mod control;
+mod error;
 pub mod events;
 pub mod exchange;
 pub mod paths;
@@ -35,82 +36,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use checkpoint::{CheckpointConfig, CheckpointMode, RestartStrategy, Restore};
-use connectors::ConnectorError;
 use control::Requests;
 pub use control::{JobCommand, JobHandle, JobLink};
+pub use error::{CheckpointFailure, JobError, RestoreError, TaskError};
 pub use events::{JobEvent, JobUsage, LiveCounters, OperatorProgress, SnapshotStats};
 use plan::ExecutionPlan;
 use weir_checkpoint::Storage;
-use weir_core::frame::FrameError;
 use weir_core::{JobGraph, NodeKind};
-use weir_runtime::{GuestError, JobComponent};
-
-/// Why a task stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TaskError {
-    /// Guest code failed or trapped.
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    /// A connector failed.
-    #[error(transparent)]
-    Connector(#[from] ConnectorError),
-    /// The guest broke the frame protocol.
-    #[error("{0}")]
-    Protocol(String),
-    /// The job was cancelled (or another task failed first).
-    #[error("cancelled")]
-    Cancelled,
-}
-
-impl TaskError {
-    fn frame(e: FrameError) -> Self {
-        TaskError::Protocol(e.to_string())
-    }
-}
-
-/// Why a job did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The plan could not be obtained or is invalid, or a chain could not be opened.
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    /// A connector's configuration is wrong.
-    #[error(transparent)]
-    Connector(#[from] ConnectorError),
-    /// The plan is valid but this host cannot run it.
-    #[error("cannot run the plan: {0}")]
-    Unsupported(String),
-    /// A task failed.
-    #[error("task {task} failed: {error}")]
-    Task {
-        /// `vertex#subtask`.
-        task: String,
-        /// The cause.
-        error: TaskError,
-    },
-    /// The job was cancelled.
-    #[error("the job was cancelled")]
-    Cancelled,
-    /// A checkpoint or savepoint cannot be restored.
-    #[error("cannot restore: {0}")]
-    Restore(String),
-    /// Checkpointing failed more often than tolerated.
-    #[error("checkpointing failed: {0}")]
-    Checkpoint(String),
-}
-
-impl JobError {
-    /// Whether restarting the job from its latest checkpoint may help.
-    fn restartable(&self) -> bool {
-        matches!(
-            self,
-            JobError::Task { error, .. } if !matches!(
-                error,
-                TaskError::Cancelled | TaskError::Guest(GuestError::StateLimit { .. })
-            )
-        ) || matches!(self, JobError::Checkpoint(_))
-    }
-}
+use weir_runtime::JobComponent;
 
 /// What to run and how: a plain description (serde-encodable, as a TaskManager in another
 /// process will receive it). What steers the job while it runs is its [`JobLink`].
@@ -363,7 +296,7 @@ pub fn run_job(
                     startup: ended.startup,
                 })
             }
-            Err(e) if e.restartable() => {
+            Err(e) if e.retryable() => {
                 restarts += 1;
                 let Some(delay) = strategy.delay(restarts) else {
                     return Err(e);
@@ -423,7 +356,7 @@ fn restore_point(
     options: &JobOptions,
     job_dir: Option<&Storage>,
 ) -> Result<Option<Restore>, JobError> {
-    let restore_err = |e: weir_checkpoint::CheckpointError| JobError::Restore(e.to_string());
+    let restore_err = |e: weir_checkpoint::CheckpointError| RestoreError::Read(e);
     match (&options.from_savepoint, options.resume, job_dir) {
         (Some(dir), _, _) => Ok(Some(Restore::load(dir.clone()).map_err(restore_err)?)),
         (None, true, Some(job_dir)) => {
@@ -432,9 +365,9 @@ fn restore_point(
                 None => Ok(None),
             }
         }
-        (None, true, None) => Err(JobError::Restore(
-            "--resume needs a checkpoint directory".into(),
-        )),
+        (None, true, None) => {
+            Err(RestoreError::Mismatch("--resume needs a checkpoint directory".into()).into())
+        }
         (None, false, _) => Ok(None),
     }
 }

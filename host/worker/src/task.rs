@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use weir_core::frame::{self, FrameBuilder, RecordBatch, TimerOpKind};
 use weir_core::{key_group_for, StateKind, Watermark, WatermarkStrategy};
 use weir_runtime::{BatchResult, CallContext, GuestChain, GuestError};
-use weir_state::{KeyedStateBackend, TimeDomain, Timer, ValueHint};
+use weir_state::{KeyedStateBackend, NativeSnapshots, StateResult, TimeDomain, Timer, ValueHint};
 
 /// Writes a key's value states into the frame's key table, remembering where each was found.
 fn prefetch(
@@ -16,12 +16,13 @@ fn prefetch(
     key: &[u8],
     slots: &mut frame::ValueSlots<'_>,
     hints: &mut Vec<Option<ValueHint>>,
-) {
+) -> StateResult<()> {
     for (s, d) in backend.descriptors().iter().enumerate() {
         if d.kind == StateKind::Value {
-            hints.push(backend.with_value_hinted(s as u32, key_group, key, &mut |v| slots.put(v)));
+            hints.push(backend.with_value_hinted(s as u32, key_group, key, &mut |v| slots.put(v))?);
         }
     }
+    Ok(())
 }
 
 use crate::checkpoint::{BarrierInfo, Control, Part, Report};
@@ -31,19 +32,18 @@ use crate::plan::Vertex;
 use crate::TaskError;
 use std::collections::HashMap;
 use weir_checkpoint::{put_file, FileRef, GeneratorState, NativeState, Storage, SubtaskState};
-use weir_state::RocksDbStateBackend;
 
 /// Writes a RocksDB backend's files for a checkpoint into `dir`: SST files it has not
 /// uploaded before go to the job's `shared/` directory (incremental), the rest and the
 /// timers into the checkpoint's own directory.
 fn upload_native(
-    rocks: &RocksDbStateBackend,
+    rocks: &dyn NativeSnapshots,
     uploaded: &mut HashMap<String, FileRef>,
     uid: &str,
     subtask: u32,
     dir: &Storage,
 ) -> Result<NativeState, String> {
-    let native = rocks.native_checkpoint()?;
+    let native = rocks.native_checkpoint().map_err(|e| e.to_string())?;
     let shared = weir_checkpoint::shared_dir(dir);
     let read = |f: &str| std::fs::read(native.path.join(f)).map_err(|e| format!("{f}: {e}"));
     let mut still = HashMap::new();
@@ -495,7 +495,7 @@ impl Task {
                 .and_then(|g| g.backend())
                 .ok_or("keyed task without a backend")?;
             let range = backend.key_groups();
-            let state = match backend.as_rocksdb().filter(|_| !savepoint) {
+            let state = match backend.native_snapshots().filter(|_| !savepoint) {
                 Some(rocks) => SubtaskState {
                     key_groups: Some([range.start, range.end]),
                     native: Some(upload_native(
@@ -508,7 +508,7 @@ impl Task {
                     ..SubtaskState::default()
                 },
                 None => {
-                    let data = weir_state::take_snapshot(backend);
+                    let data = weir_state::take_snapshot(backend).map_err(|e| e.to_string())?;
                     let file = put_file(dir, &format!("{uid}/{subtask}.state"), data)
                         .map_err(|e| e.to_string())?;
                     SubtaskState {
@@ -684,9 +684,13 @@ impl Task {
                     let n = self.builder.key_count();
                     let kg = key_group_for(key, self.max_parallelism);
                     let hints = &mut self.hints;
-                    let i = self
-                        .builder
-                        .key(key, |slots| prefetch(backend, kg, key, slots, hints));
+                    let mut failed = None;
+                    let i = self.builder.key(key, |slots| {
+                        failed = prefetch(backend, kg, key, slots, hints).err();
+                    });
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
                     if i == n {
                         self.key_groups.push(kg);
                     }
@@ -759,8 +763,8 @@ impl Task {
                             },
                         }))
                     }
-                    Some(v) => backend.put_value_hinted(hint, w.state_index, kg, key, v),
-                    None => backend.clear_value(w.state_index, kg, key),
+                    Some(v) => backend.put_value_hinted(hint, w.state_index, kg, key, v)?,
+                    None => backend.clear_value(w.state_index, kg, key)?,
                 }
             }
             for op in frame::timer_ops(&result.timer_ops) {
@@ -788,7 +792,7 @@ impl Task {
             }
         }
         if let Some(b) = guest.backend_mut() {
-            b.end_batch();
+            b.end_batch()?;
             // Over a limit, the job fails here, a batch's writes at most past it.
             guest.charge_state()?;
         }
@@ -877,9 +881,13 @@ impl Task {
                 for t in chunk {
                     let n = self.builder.key_count();
                     let hints = &mut self.hints;
+                    let mut failed = None;
                     let i = self.builder.key(&t.key, |slots| {
-                        prefetch(backend, t.key_group, &t.key, slots, hints)
+                        failed = prefetch(backend, t.key_group, &t.key, slots, hints).err();
                     });
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
                     if i == n {
                         self.key_groups.push(t.key_group);
                     }

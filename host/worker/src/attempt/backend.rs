@@ -53,8 +53,11 @@ pub(super) fn open(
             Box::new(b)
         }
         (StateBackendKind::RocksDb(dir), None) => {
-            let mut b = RocksDbStateBackend::new(states, range, dir)
-                .map_err(|e| JobError::Unsupported(e.to_string()))?;
+            let mut b =
+                RocksDbStateBackend::new(states, range, dir).map_err(|e| JobError::Resources {
+                    what: "cannot open the task's state",
+                    message: e.to_string(),
+                })?;
             if let Some(r) = restore {
                 r.keyed_state(uid, &mut b, &scratch)?;
             }

@@ -21,7 +21,7 @@ use crate::control::{JobLink, Requests};
 use crate::exchange::{InputGate, Outputs};
 use crate::plan::{ExecutionPlan, Route, Vertex};
 use crate::task::{JobCounters, Task, TaskInput, TaskLinks};
-use crate::{paths, CheckpointMode, JobError, JobEvent, JobOptions, LiveCounters};
+use crate::{paths, CheckpointMode, JobError, JobEvent, JobOptions, LiveCounters, RestoreError};
 
 /// What every attempt of a job shares.
 pub(crate) struct Job<'a> {
@@ -237,7 +237,10 @@ impl Attempt<'_> {
                 if let Some((positions, old_p)) = positions {
                     reader
                         .restore(&positions, old_p)
-                        .map_err(|e| JobError::Restore(format!("source '{uid}': {e}")))?;
+                        .map_err(|e| RestoreError::Source {
+                            operator: uid.clone(),
+                            message: e.to_string(),
+                        })?;
                 }
                 per_subtask.push(Some(reader));
             }

@@ -29,7 +29,10 @@ pub(super) fn spawn(tasks: Vec<Task>, cancel: &Arc<AtomicBool>) -> Result<Vec<Ha
                 }
                 r
             })
-            .map_err(|e| JobError::Unsupported(format!("cannot start a task thread: {e}")))?;
+            .map_err(|e| JobError::Resources {
+                what: "cannot start a task thread",
+                message: e.to_string(),
+            })?;
         handles.push((label, handle));
     }
     Ok(handles)

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::control::{JobCommand, Requests};
 use crate::plan::ExecutionPlan;
-use crate::JobError;
+use crate::{CheckpointFailure, JobError};
 
 struct Pending {
     barrier: Arc<BarrierInfo>,
@@ -302,12 +302,8 @@ impl Coordinator<'_> {
         }
         if p.stop {
             return Err(match why {
-                Failure::Expired(after) => JobError::Checkpoint(format!(
-                    "the savepoint to stop with ({id}) expired after {after:?}"
-                )),
-                Failure::Declined(reason) => {
-                    JobError::Checkpoint(format!("the savepoint to stop with failed: {reason}"))
-                }
+                Failure::Expired(after) => CheckpointFailure::StopExpired { id, after }.into(),
+                Failure::Declined(reason) => CheckpointFailure::StopDeclined { reason }.into(),
                 Failure::Completing(e) => e,
             });
         }
@@ -321,12 +317,13 @@ impl Coordinator<'_> {
         }
         let failures = round.failures;
         Err(match why {
-            Failure::Expired(after) => JobError::Checkpoint(format!(
-                "checkpoint {id} expired after {after:?} ({failures} failed in a row)"
-            )),
-            Failure::Declined(reason) => {
-                JobError::Checkpoint(format!("checkpoint {id} failed: {reason}"))
+            Failure::Expired(after) => CheckpointFailure::Expired {
+                id,
+                after,
+                failures,
             }
+            .into(),
+            Failure::Declined(reason) => CheckpointFailure::Declined { id, reason }.into(),
             Failure::Completing(e) => e,
         })
     }
@@ -395,7 +392,7 @@ impl Coordinator<'_> {
     ) -> Result<(), JobError> {
         let mut m = self.metadata(barrier.id, barrier.savepoint, parts, all_finished);
         m.duration_ms = barrier.triggered.elapsed().as_millis() as u64;
-        let fail = |e: CheckpointError| JobError::Checkpoint(e.to_string());
+        let fail = |e: CheckpointError| JobError::Checkpoint(CheckpointFailure::Write(e));
         write_metadata(&barrier.dir, &m).map_err(fail)?;
         // Complete from here on: a restart restores it (and commits what it holds again).
         if !barrier.savepoint {

@@ -56,7 +56,7 @@ fn commit_pending(graph: &JobGraph, m: &Metadata) -> Result<(), JobError> {
 
 /// The next free checkpoint id under a job's directory.
 pub(crate) fn next_checkpoint_id(job_dir: &Storage) -> Result<u64, JobError> {
-    let (_, all) = list_checkpoints(job_dir).map_err(|e| JobError::Restore(e.to_string()))?;
+    let (_, all) = list_checkpoints(job_dir).map_err(crate::RestoreError::Read)?;
     Ok(all.last().map_or(1, |n| n + 1))
 }
 

@@ -9,10 +9,10 @@ use weir_checkpoint::{
     OperatorState, Storage, SubtaskState,
 };
 use weir_core::{JobGraph, KeyGroupRange, StateKind};
-use weir_state::{KeyedStateBackend, RocksDbStateBackend};
+use weir_state::{KeyedStateBackend, RocksDbStateBackend, SnapshotError};
 
 use super::commit_pending;
-use crate::JobError;
+use crate::{JobError, RestoreError};
 
 /// A completed checkpoint or savepoint to start from.
 #[derive(Debug, Clone)]
@@ -46,11 +46,12 @@ impl Restore {
         }
         let finished = op.subtasks.iter().filter(|s| s.finished).count();
         if finished != 0 && finished != op.subtasks.len() {
-            return Err(JobError::Restore(format!(
+            return Err(RestoreError::Mismatch(format!(
                 "operator '{uid}' had finished in {finished} of its {} subtasks; such a \
                  snapshot restores only at the same parallelism",
                 op.subtasks.len()
-            )));
+            ))
+            .into());
         }
         Ok(Some(SubtaskState {
             finished: finished != 0,
@@ -87,8 +88,11 @@ impl Restore {
     /// Downloads (and checks) a RocksDB database's files into `into`; returns the timers.
     fn download_native(&self, n: &NativeState, into: &Path) -> Result<Vec<u8>, JobError> {
         let shared = shared_dir(&self.dir);
-        let fail = |e: CheckpointError| JobError::Restore(e.to_string());
-        let local = |e: std::io::Error| JobError::Restore(format!("{}: {e}", into.display()));
+        let fail = RestoreError::Read;
+        let local = |e: std::io::Error| RestoreError::Local {
+            path: into.display().to_string(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(into).map_err(local)?;
         for (dir, f) in n
             .shared
@@ -100,7 +104,7 @@ impl Restore {
             let name = f.path.rsplit('/').next().unwrap_or_default();
             std::fs::write(into.join(name), data).map_err(local)?;
         }
-        get_file(&self.dir, &n.timers).map_err(fail)
+        Ok(get_file(&self.dir, &n.timers).map_err(fail)?)
     }
 
     /// A RocksDB backend over the snapshot's files of `n`, and the shared files it holds
@@ -113,14 +117,21 @@ impl Restore {
         parent: &Path,
     ) -> Result<(RocksDbStateBackend, HashMap<String, FileRef>), JobError> {
         // Downloaded next to the database's directory, so the files move in by renaming.
-        std::fs::create_dir_all(parent).map_err(|e| JobError::Restore(e.to_string()))?;
+        let local = |e: std::io::Error| RestoreError::Local {
+            path: parent.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(parent).map_err(local)?;
         let scratch = tempfile::Builder::new()
             .prefix("weir-restore-")
             .tempdir_in(parent)
-            .map_err(|e| JobError::Restore(e.to_string()))?;
+            .map_err(local)?;
         let timers = self.download_native(n, scratch.path())?;
         let b = RocksDbStateBackend::from_native(states, range, parent, scratch.path(), &timers)
-            .map_err(|e| JobError::Restore(e.to_string()))?;
+            .map_err(|e| RestoreError::Local {
+                path: parent.display().to_string(),
+                message: e.to_string(),
+            })?;
         let uploaded = n
             .shared
             .iter()
@@ -151,30 +162,46 @@ impl Restore {
                 }
                 let old = KeyGroupRange::new(start, end);
                 let (db, _) = self.open_native(n, old_descriptors(op), old, scratch)?;
-                let data = weir_state::take_snapshot(&db);
-                weir_state::restore_snapshot(backend, &data)
-                    .map_err(|e| JobError::Restore(format!("'{uid}': {e}")))?;
+                let state = |error| RestoreError::State {
+                    operator: uid.to_string(),
+                    error,
+                    file: None,
+                };
+                let data =
+                    weir_state::take_snapshot(&db).map_err(|e| state(SnapshotError::State(e)))?;
+                weir_state::restore_snapshot(backend, &data).map_err(state)?;
                 continue;
             }
             let (Some([start, end]), Some(file)) = (s.key_groups, s.file.as_ref()) else {
                 continue;
             };
             if start > end || end > self.metadata.max_parallelism {
-                return Err(JobError::Restore(format!(
-                    "corrupt checkpoint file {}: key groups {start}..{end} of '{uid}'",
-                    self.dir.url_of(weir_checkpoint::METADATA_FILE)
-                )));
+                return Err(RestoreError::Read(CheckpointError::Corrupt {
+                    file: self.dir.url_of(weir_checkpoint::METADATA_FILE),
+                    message: format!("key groups {start}..{end} of '{uid}'"),
+                })
+                .into());
             }
             let old = KeyGroupRange::new(start, end);
             if old.end <= range.start || range.end <= old.start {
                 continue;
             }
-            let data = get_file(&self.dir, file).map_err(|e| JobError::Restore(e.to_string()))?;
-            weir_state::restore_snapshot(backend, &data).map_err(|e| {
-                JobError::Restore(format!(
-                    "corrupt checkpoint file {}: {e}",
-                    self.dir.url_of(&file.path)
-                ))
+            let data = get_file(&self.dir, file).map_err(RestoreError::Read)?;
+            weir_state::restore_snapshot(backend, &data).map_err(|e| match e {
+                // The file is fine; the operator's states changed.
+                SnapshotError::Incompatible { .. } | SnapshotError::State(_) => {
+                    RestoreError::State {
+                        operator: uid.to_string(),
+                        error: e,
+                        file: Some(self.dir.url_of(&file.path)),
+                    }
+                }
+                SnapshotError::Format(_) | SnapshotError::Malformed { .. } => {
+                    RestoreError::Read(CheckpointError::Corrupt {
+                        file: self.dir.url_of(&file.path),
+                        message: e.to_string(),
+                    })
+                }
             })?;
         }
         Ok(())
@@ -202,21 +229,23 @@ impl Restore {
     /// state still exists (unless `allow_non_restored`).
     pub(crate) fn check(&self, graph: &JobGraph, allow_non_restored: bool) -> Result<(), JobError> {
         if self.metadata.max_parallelism != graph.max_parallelism {
-            return Err(JobError::Restore(format!(
+            return Err(RestoreError::Mismatch(format!(
                 "the snapshot has {} key groups (max parallelism), the job {}; the max \
                  parallelism of a job cannot change",
                 self.metadata.max_parallelism, graph.max_parallelism
-            )));
+            ))
+            .into());
         }
         for (uid, op) in &self.metadata.operators {
             if graph.node_by_uid(uid).is_none() && op.subtasks.iter().any(|s| s.has_state()) {
                 if allow_non_restored {
                     tracing::warn!(operator = %uid, "state of a removed operator is not restored");
                 } else {
-                    return Err(JobError::Restore(format!(
+                    return Err(RestoreError::Mismatch(format!(
                         "the snapshot holds state of operator '{uid}', which the job no \
                          longer has (pass --allow-non-restored-state to drop it)"
-                    )));
+                    ))
+                    .into());
                 }
             }
         }
