@@ -29,18 +29,6 @@ pub struct HttpLimits {
     pub shutdown_grace: Duration,
 }
 
-impl HttpLimits {
-    /// The limits a cluster's configuration sets.
-    pub fn of(config: &weir_jobmanager::config::ServerConfig) -> Self {
-        HttpLimits {
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
-            write_timeout: Duration::from_millis(config.write_timeout_ms),
-            max_connections: config.max_connections,
-            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
-        }
-    }
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests in progress
 /// finish for at most `limits.shutdown_grace` and returns.
 pub async fn serve(

@@ -5,15 +5,19 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let (config, _) = weir_jobmanager::ClusterConfig::load(None, |k| std::env::var(k).ok())?;
+//! let env = |k: &str| std::env::var(k).ok();
+//! let keys = weir_api::HttpConfig::KEYS;
+//! let (config, _, http) = weir_jobmanager::ClusterConfig::load(None, env, keys)?;
+//! let http = weir_api::HttpConfig::load(http, env)?;
 //! let jm = weir_jobmanager::JobManager::start(config)?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
-//! let limits = weir_api::HttpLimits::of(&jm.config().server);
-//! weir_api::serve(listener, weir_api::router(jm), limits, std::future::pending()).await;
+//! let listener = tokio::net::TcpListener::bind(http.rest_address).await?;
+//! let app = weir_api::router(jm, &http);
+//! weir_api::serve(listener, app, http.limits(), std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
 
+mod config;
 mod error;
 mod http;
 mod routes;
@@ -29,9 +33,10 @@ use axum::Router;
 use std::time::Duration;
 use weir_jobmanager::{JobManager, Principal};
 
+pub use config::HttpConfig;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use http::{serve, HttpLimits};
-pub use routes::ApiDoc;
+pub use routes::{ApiDoc, ComponentList, JobList, SavepointList, StopRequest, TriggerAnswer};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -67,9 +72,9 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// The API's router.
-pub fn router(jm: JobManager) -> Router {
-    let json_limit = jm.config().server.max_request_bytes;
-    let body_timeout = Duration::from_millis(jm.config().server.body_read_timeout_ms);
+pub fn router(jm: JobManager, http: &HttpConfig) -> Router {
+    let json_limit = http.max_request_bytes;
+    let body_timeout = Duration::from_millis(http.body_read_timeout_ms);
     let state = AppState { jm };
     let v1 = Router::new()
         .route("/openapi.json", get(routes::openapi))
@@ -192,8 +197,11 @@ mod tests {
             "WEIR_TOKEN" => Some("t0ken".to_string()),
             _ => None,
         };
-        let (config, _) = ClusterConfig::load(None, env).unwrap();
-        super::router(JobManager::start(config).unwrap())
+        let (config, _, _) = ClusterConfig::load(None, env, &[]).unwrap();
+        super::router(
+            JobManager::start(config).unwrap(),
+            &super::HttpConfig::default(),
+        )
     }
 
     #[tokio::test]

@@ -1,7 +1,10 @@
 //! `weir.toml`: the server's settings and its tenants, every server setting also from a
 //! `WEIR_*` environment variable.
+//!
+//! The `[server]` table is shared: the JobManager reads its own keys here and hands the
+//! keys of other parts of the server (the REST API's address and limits) back to the
+//! caller as they are.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,12 +48,20 @@ pub struct ClusterConfig {
     pub tenants: Vec<TenantConfig>,
 }
 
-/// `[server]`.
+/// `weir.toml` as it is read: `[server]` is split between its readers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: toml::Table,
+    #[serde(default)]
+    tenants: Vec<TenantConfig>,
+}
+
+/// The JobManager's keys of `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Where the REST API listens (`WEIR_REST_ADDRESS`).
-    pub rest_address: SocketAddr,
     /// Task slots of the local TaskManager (`WEIR_SLOTS`).
     pub slots: u32,
     /// Components, checkpoints and savepoints by default (`WEIR_DATA_DIR`).
@@ -63,20 +74,6 @@ pub struct ServerConfig {
     pub max_call_output_bytes: usize,
     /// On SIGTERM, running jobs stop with a savepoint (`WEIR_SAVEPOINT_ON_SHUTDOWN`).
     pub savepoint_on_shutdown: bool,
-    /// Largest request body other than an upload (`WEIR_MAX_REQUEST_BYTES`).
-    pub max_request_bytes: usize,
-    /// A client has this long to send a request's headers, and an idle connection is
-    /// closed after it (`WEIR_HEADER_READ_TIMEOUT_MS`).
-    pub header_read_timeout_ms: u64,
-    /// A request's body may pause this long between two pieces (`WEIR_BODY_READ_TIMEOUT_MS`).
-    pub body_read_timeout_ms: u64,
-    /// A response write may wait this long for a client that does not read
-    /// (`WEIR_WRITE_TIMEOUT_MS`).
-    pub write_timeout_ms: u64,
-    /// HTTP connections open at once (`WEIR_MAX_CONNECTIONS`).
-    pub max_connections: usize,
-    /// On shutdown, requests in progress have this long to finish (`WEIR_SHUTDOWN_GRACE_MS`).
-    pub shutdown_grace_ms: u64,
     /// On shutdown, jobs have this long to stop with savepoints before they are cancelled
     /// (`WEIR_SHUTDOWN_TIMEOUT_MS`).
     pub shutdown_timeout_ms: u64,
@@ -90,19 +87,12 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            rest_address: SocketAddr::from(([127, 0, 0, 1], 8081)),
             slots: 8,
             data_dir: PathBuf::from("./weir-data"),
             admin_token_sha256: None,
             call_timeout_ms: 30_000,
             max_call_output_bytes: 64 << 20,
             savepoint_on_shutdown: true,
-            max_request_bytes: 1 << 20,
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            write_timeout_ms: 30_000,
-            max_connections: 1024,
-            shutdown_grace_ms: 5_000,
             shutdown_timeout_ms: 60_000,
             max_tasks_per_job: 256,
             state_memory_budget_bytes: physical_memory().map_or(4 << 30, |m| m / 2),
@@ -201,7 +191,9 @@ mod defaults {
 pub struct GeneratedToken(pub String);
 
 impl ClusterConfig {
-    /// Reads `path` (or starts from the defaults), then applies the environment.
+    /// Reads `path` (or starts from the defaults), then applies the environment. The
+    /// `[server]` keys named in `others` are not the JobManager's: they are returned, as
+    /// written, for their readers.
     ///
     /// Without a config file the cluster has one tenant, `default`, allowed to use files
     /// under the current directory; its token is `WEIR_TOKEN` if set, otherwise a random
@@ -209,17 +201,31 @@ impl ClusterConfig {
     pub fn load(
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<(ClusterConfig, Option<GeneratedToken>), ConfigError> {
+        others: &[&str],
+    ) -> Result<(ClusterConfig, Option<GeneratedToken>, toml::Table), ConfigError> {
+        let mut theirs = toml::Table::new();
         let mut config = match path {
             Some(path) => {
+                let parse = |message: String| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message,
+                };
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?
+                let mut file: File = toml::from_str(&text).map_err(|e| parse(e.to_string()))?;
+                for key in others {
+                    if let Some(v) = file.server.remove(*key) {
+                        theirs.insert(key.to_string(), v);
+                    }
+                }
+                let server = ServerConfig::deserialize(toml::Value::Table(file.server))
+                    .map_err(|e| parse(format!("[server]: {e}")))?;
+                ClusterConfig {
+                    server,
+                    tenants: file.tenants,
+                }
             }
             None => ClusterConfig {
                 server: ServerConfig::default(),
@@ -256,7 +262,7 @@ impl ClusterConfig {
             });
         }
         config.validate()?;
-        Ok((config, generated))
+        Ok((config, generated, theirs))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -264,17 +270,8 @@ impl ClusterConfig {
         if self.server.slots == 0 {
             return invalid("server.slots must be at least 1".into());
         }
-        let positive = [
-            ("call_timeout_ms", self.server.call_timeout_ms),
-            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
-            ("body_read_timeout_ms", self.server.body_read_timeout_ms),
-            ("write_timeout_ms", self.server.write_timeout_ms),
-            ("max_connections", self.server.max_connections as u64),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return invalid(format!("server.{key} must be at least 1"));
-            }
+        if self.server.call_timeout_ms == 0 {
+            return invalid("server.call_timeout_ms must be at least 1".into());
         }
         let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if let Some(h) = &self.server.admin_token_sha256 {
@@ -349,7 +346,6 @@ impl ServerConfig {
             }
             Ok(())
         }
-        parse(env, "WEIR_REST_ADDRESS", &mut self.rest_address)?;
         parse(env, "WEIR_SLOTS", &mut self.slots)?;
         parse(env, "WEIR_DATA_DIR", &mut self.data_dir)?;
         parse(env, "WEIR_CALL_TIMEOUT_MS", &mut self.call_timeout_ms)?;
@@ -363,20 +359,6 @@ impl ServerConfig {
             "WEIR_SAVEPOINT_ON_SHUTDOWN",
             &mut self.savepoint_on_shutdown,
         )?;
-        parse(env, "WEIR_MAX_REQUEST_BYTES", &mut self.max_request_bytes)?;
-        parse(
-            env,
-            "WEIR_HEADER_READ_TIMEOUT_MS",
-            &mut self.header_read_timeout_ms,
-        )?;
-        parse(
-            env,
-            "WEIR_BODY_READ_TIMEOUT_MS",
-            &mut self.body_read_timeout_ms,
-        )?;
-        parse(env, "WEIR_WRITE_TIMEOUT_MS", &mut self.write_timeout_ms)?;
-        parse(env, "WEIR_MAX_CONNECTIONS", &mut self.max_connections)?;
-        parse(env, "WEIR_SHUTDOWN_GRACE_MS", &mut self.shutdown_grace_ms)?;
         parse(
             env,
             "WEIR_SHUTDOWN_TIMEOUT_MS",
@@ -431,14 +413,15 @@ allowed_paths = ["/srv/acme"]
             ),
         )
         .unwrap();
-        let (c, generated) = ClusterConfig::load(Some(&path), no_env).unwrap();
+        let (c, generated, others) =
+            ClusterConfig::load(Some(&path), no_env, &["rest_address"]).unwrap();
         assert!(generated.is_none());
-        assert_eq!(c.server.rest_address.port(), 9090);
+        assert_eq!(others["rest_address"].as_str(), Some("127.0.0.1:9090"));
         assert_eq!(c.tenants[0].max_slots, 4);
         assert_eq!(c.tenants[0].allowed_paths, [PathBuf::from("/srv/acme")]);
         // The environment wins over the file.
         let env = |k: &str| (k == "WEIR_SLOTS").then(|| "3".to_string());
-        let (c, _) = ClusterConfig::load(Some(&path), env).unwrap();
+        let (c, _, _) = ClusterConfig::load(Some(&path), env, &["rest_address"]).unwrap();
         assert_eq!(c.server.slots, 3);
     }
 
@@ -448,6 +431,10 @@ allowed_paths = ["/srv/acme"]
         let path = dir.path().join("weir.toml");
         let cases = [
             ("[server]\nslot = 3\n", "unknown field `slot`"),
+            (
+                "[server]\nrest_address = 3\n",
+                "unknown field `rest_address`",
+            ),
             ("[server]\nslots = 0\n", "slots must be at least 1"),
             (
                 "[[tenants]]\nname = \"a b\"\ntoken_sha256 = \"00\"\n",
@@ -460,24 +447,26 @@ allowed_paths = ["/srv/acme"]
         ];
         for (text, expected) in cases {
             std::fs::write(&path, text).unwrap();
-            let e = ClusterConfig::load(Some(&path), no_env).unwrap_err();
+            let e = ClusterConfig::load(Some(&path), no_env, &[]).unwrap_err();
             assert!(e.to_string().contains(expected), "{text}: {e}");
         }
-        let e = ClusterConfig::load(Some(&path), |k: &str| {
-            (k == "WEIR_SLOTS").then(|| "many".to_string())
-        })
+        let e = ClusterConfig::load(
+            Some(&path),
+            |k: &str| (k == "WEIR_SLOTS").then(|| "many".to_string()),
+            &[],
+        )
         .unwrap_err();
         assert!(e.to_string().contains("WEIR_SLOTS='many'"), "{e}");
     }
 
     #[test]
     fn without_a_file_there_is_one_default_tenant() {
-        let (c, generated) = ClusterConfig::load(None, no_env).unwrap();
+        let (c, generated, _) = ClusterConfig::load(None, no_env, &[]).unwrap();
         let token = generated.expect("a token is made up").0;
         assert_eq!(c.tenants.len(), 1);
         assert_eq!(c.tenants[0].token_sha256, sha256_hex(token.as_bytes()));
         let env = |k: &str| (k == "WEIR_TOKEN").then(|| "secret".to_string());
-        let (c, generated) = ClusterConfig::load(None, env).unwrap();
+        let (c, generated, _) = ClusterConfig::load(None, env, &[]).unwrap();
         assert!(generated.is_none());
         assert_eq!(c.tenants[0].token_sha256, sha256_hex(b"secret"));
     }

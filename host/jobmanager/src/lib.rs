@@ -9,7 +9,7 @@
 //! ```no_run
 //! use weir_jobmanager::{ClusterConfig, JobManager};
 //!
-//! let (config, _token) = ClusterConfig::load(None, |k| std::env::var(k).ok())?;
+//! let (config, _token, _) = ClusterConfig::load(None, |k| std::env::var(k).ok(), &[])?;
 //! let jm = JobManager::start(config)?;
 //! let admin = weir_jobmanager::Principal::Admin;
 //! println!("{} slots free", jm.overview(&admin).slots_free);

@@ -104,6 +104,24 @@ pub enum TaskManagerCommand {
     },
 }
 
+/// TaskManager → JobManager.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum TaskManagerMessage {
+    /// The TaskManager offers its slots (its first message).
+    Registered(Registration),
+    /// Something happened to one of its jobs.
+    Job(TaskManagerEvent),
+}
+
+/// What a TaskManager offers the JobManager.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    /// Its id, unique in the cluster.
+    pub id: String,
+    /// Its task slots.
+    pub slots: u32,
+}
+
 /// TaskManager → JobManager: something happened to a job. A plain value (serde-encodable),
 /// as a TaskManager in another process will send it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -175,15 +193,23 @@ pub struct TaskManager {
 }
 
 impl TaskManager {
-    /// Starts a TaskManager that reports to `events`, whose jobs' keyed state may hold at
-    /// most `state_memory_budget` bytes of memory together.
+    /// Starts a TaskManager of `slots` slots that registers with and reports to
+    /// `messages`, whose jobs' keyed state may hold at most `state_memory_budget` bytes of
+    /// memory together.
     pub fn start(
-        events: Sender<TaskManagerEvent>,
+        messages: Sender<TaskManagerMessage>,
+        slots: u32,
         state_memory_budget: u64,
         components: Arc<dyn ComponentSource>,
     ) -> std::io::Result<TaskManager> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let accounts = StateAccounts::new(state_memory_budget);
+        let registration = Registration {
+            id: format!("taskmanager-{}", std::process::id()),
+            slots,
+        };
+        let _ = messages.send(TaskManagerMessage::Registered(registration));
+        let events = Events(messages);
         std::thread::Builder::new()
             .name("weir-taskmanager".into())
             .spawn(move || serve(rx, events, accounts, components))?;
@@ -249,15 +275,25 @@ impl StateAccounts {
     }
 }
 
+/// Where a TaskManager's job events go.
+#[derive(Clone)]
+struct Events(Sender<TaskManagerMessage>);
+
+impl Events {
+    fn send(&self, event: TaskManagerEvent) {
+        let _ = self.0.send(TaskManagerMessage::Job(event));
+    }
+}
+
 fn serve(
     commands: Receiver<TaskManagerCommand>,
-    events: Sender<TaskManagerEvent>,
+    events: Events,
     mut accounts: StateAccounts,
     components: Arc<dyn ComponentSource>,
 ) {
     let running: Arc<Mutex<HashMap<String, JobHandle>>> = Arc::default();
     let ended = |job: String, why: String| {
-        let _ = events.send(TaskManagerEvent {
+        events.send(TaskManagerEvent {
             job,
             kind: TaskManagerEventKind::Ended(JobOutcome::Failed(why)),
         });
@@ -296,7 +332,7 @@ fn serve(
                     run(&d, &component, link, &events2)
                 }));
                 if ran.is_err() {
-                    let _ = events2.send(TaskManagerEvent {
+                    events2.send(TaskManagerEvent {
                         job: d.job.clone(),
                         kind: TaskManagerEventKind::Ended(JobOutcome::Failed(
                             "internal error in the TaskManager (see its log)".into(),
@@ -318,12 +354,7 @@ fn serve(
 
 /// Runs one job on this thread; a second thread forwards its events and samples its
 /// counters.
-fn run(
-    d: &Deployment,
-    component: &Arc<JobComponent>,
-    link: JobLink,
-    events: &Sender<TaskManagerEvent>,
-) {
+fn run(d: &Deployment, component: &Arc<JobComponent>, link: JobLink, events: &Events) {
     // Every log line of the job (its tasks' too) names it and its tenant.
     let span = tracing::info_span!("job", id = %d.job, tenant = %d.tenant);
     let _entered = span.enter();
@@ -352,15 +383,15 @@ fn run(
     if let Ok(h) = forward {
         let _ = h.join();
     }
-    let _ = events.send(TaskManagerEvent {
+    events.send(TaskManagerEvent {
         job,
         kind: TaskManagerEventKind::Ended(outcome),
     });
 }
 
-fn forward(job: &str, rx: Receiver<JobEvent>, events: &Sender<TaskManagerEvent>) {
+fn forward(job: &str, rx: Receiver<JobEvent>, events: &Events) {
     let send = |kind| {
-        let _ = events.send(TaskManagerEvent {
+        events.send(TaskManagerEvent {
             job: job.to_string(),
             kind,
         });
@@ -533,9 +564,19 @@ mod tests {
                 job: "a1b2".into(),
                 kind,
             };
-            let text = serde_json::to_string(&event).unwrap();
-            let back: TaskManagerEvent = serde_json::from_str(&text).unwrap();
-            assert_eq!(back, event, "{text}");
+            let message = TaskManagerMessage::Job(event);
+            let text = serde_json::to_string(&message).unwrap();
+            let back: TaskManagerMessage = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, message, "{text}");
         }
+        let registered = TaskManagerMessage::Registered(Registration {
+            id: "taskmanager-4711".into(),
+            slots: 8,
+        });
+        let text = serde_json::to_string(&registered).unwrap();
+        assert_eq!(
+            serde_json::from_str::<TaskManagerMessage>(&text).unwrap(),
+            registered
+        );
     }
 }

@@ -4,7 +4,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weir_api::{ComponentList, ErrorBody, JobList, SavepointList, StopRequest, TriggerAnswer};
+use weir_jobmanager::components::ComponentInfo;
+use weir_jobmanager::disk::SavepointInfo;
+use weir_jobmanager::job::{JobDetails, SavepointStatus, SubmitJob, TriggerStatus};
+use weir_jobmanager::ClusterOverview;
+
+/// What the cluster answered: its JSON as sent (what `--json` prints) and the typed value.
+pub struct Answer<T> {
+    json: Value,
+    value: T,
+}
 
 /// `--url`, `--token`, `--json`: how to reach the cluster and how to answer.
 #[derive(clap::Args, Clone)]
@@ -50,43 +62,65 @@ impl Client {
         })
     }
 
-    fn send(&self, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends `request` (`what` names it in errors); an error answer's `ErrorBody` becomes
+    /// the error.
+    fn send<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> anyhow::Result<Answer<T>> {
         let response = request
             .bearer_auth(&self.token)
             .send()
             .with_context(|| format!("cannot reach the cluster at {}", self.url))?;
         let status = response.status();
-        let body: Value = response
+        let json: Value = response
             .json()
             .with_context(|| format!("the cluster answered {status} with no JSON"))?;
-        if status.is_success() {
-            return Ok(body);
+        if !status.is_success() {
+            match serde_json::from_value::<ErrorBody>(json) {
+                Ok(ErrorBody { error }) => bail!("{} ({status}, {})", error.message, error.code),
+                Err(_) => bail!("the cluster answered {status}"),
+            }
         }
-        match body.pointer("/error/message").and_then(Value::as_str) {
-            Some(message) => bail!(
-                "{message} ({status}, {})",
-                body.pointer("/error/code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-            ),
-            None => bail!("the cluster answered {status}"),
-        }
+        // Decoded into the type the server encodes it from: a field renamed there fails
+        // to compile here.
+        let value = serde_json::from_value(json.clone()).with_context(|| {
+            format!("the cluster's answer to {what} is not what this weir understands")
+        })?;
+        Ok(Answer { json, value })
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.url)))
+    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+        self.send(
+            &format!("GET {path}"),
+            self.http.get(format!("{}{path}", self.url)),
+        )
     }
 
-    fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+    /// POSTs `body` as JSON, or nothing.
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer<T>> {
+        let request = self.http.post(format!("{}{path}", self.url));
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        self.send(&format!("POST {path}"), request)
     }
 
-    fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.delete(format!("{}{path}", self.url)))
+    fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+        self.send(
+            &format!("DELETE {path}"),
+            self.http.delete(format!("{}{path}", self.url)),
+        )
     }
 
-    /// Uploads a component file; answers its id.
-    pub fn upload(&self, file: &PathBuf) -> anyhow::Result<Value> {
+    /// Uploads a component file.
+    pub fn upload(&self, file: &PathBuf) -> anyhow::Result<Answer<ComponentInfo>> {
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let name = file
@@ -94,6 +128,7 @@ impl Client {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         self.send(
+            "POST /v1/components",
             self.http
                 .post(format!("{}/v1/components", self.url))
                 .query(&[("name", name)])
@@ -102,33 +137,34 @@ impl Client {
         )
     }
 
-    /// Prints `value` as JSON, or `table()`'s text.
-    pub fn print(&self, value: &Value, table: impl FnOnce(&Value) -> String) {
+    /// Prints the answer's JSON, or `table()`'s text.
+    pub fn print<T>(&self, answer: &Answer<T>, table: impl FnOnce(&T) -> String) {
         if self.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(value).expect("JSON values print")
+                serde_json::to_string_pretty(&answer.json).expect("JSON values print")
             );
         } else {
-            print!("{}", table(value));
+            print!("{}", table(&answer.value));
         }
     }
 
     /// Polls a savepoint trigger until it completes or fails.
-    fn await_trigger(&self, job: &str, trigger: &str) -> anyhow::Result<Value> {
+    fn await_trigger(&self, job: &str, trigger: &str) -> anyhow::Result<Answer<SavepointStatus>> {
         let until = Instant::now() + Duration::from_secs(600);
         loop {
-            let status = self.get(&format!("/v1/jobs/{job}/savepoints/{trigger}"))?;
-            match status["status"].as_str() {
-                Some("COMPLETED") => return Ok(status),
-                Some("FAILED") => bail!(
+            let status: Answer<SavepointStatus> =
+                self.get(&format!("/v1/jobs/{job}/savepoints/{trigger}"))?;
+            match status.value.status {
+                TriggerStatus::Completed => return Ok(status),
+                TriggerStatus::Failed => bail!(
                     "the savepoint failed: {}",
-                    status["failure"].as_str().unwrap_or("?")
+                    status.value.failure.as_deref().unwrap_or("?")
                 ),
-                _ if Instant::now() > until => {
+                TriggerStatus::InProgress if Instant::now() > until => {
                     bail!("the savepoint did not complete in 10 minutes")
                 }
-                _ => std::thread::sleep(Duration::from_millis(100)),
+                TriggerStatus::InProgress => std::thread::sleep(Duration::from_millis(100)),
             }
         }
     }
@@ -171,12 +207,12 @@ pub fn upload(c: &Client, file: &PathBuf) -> anyhow::Result<()> {
     c.print(&info, |i| {
         format!(
             "{}  {} bytes  sha256 {}{}\n",
-            i["id"].as_str().unwrap_or("?"),
-            i["size"],
-            i["sha256"].as_str().unwrap_or("?"),
-            i.pointer("/plan/job")
-                .and_then(Value::as_str)
-                .map(|j| format!("  job '{j}'"))
+            i.id,
+            i.size,
+            i.sha256,
+            i.plan
+                .as_ref()
+                .map(|p| format!("  job '{}'", p.job))
                 .unwrap_or_default()
         )
     });
@@ -186,49 +222,32 @@ pub fn upload(c: &Client, file: &PathBuf) -> anyhow::Result<()> {
 /// `weir submit`.
 pub fn submit(c: &Client, a: SubmitArgs) -> anyhow::Result<()> {
     let component = if std::path::Path::new(&a.component).is_file() {
-        let info = c.upload(&PathBuf::from(&a.component))?;
-        info["id"].as_str().unwrap_or_default().to_string()
+        c.upload(&PathBuf::from(&a.component))?.value.id
     } else {
         a.component
     };
-    let args: serde_json::Map<String, Value> = a
-        .args
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    let mut body = json!({
-        "component": component,
-        "parallelism": a.parallelism,
-        "args": args,
-        "state_backend": a.state_backend,
-        "allow_non_restored_state": a.allow_non_restored_state,
-        "wait": a.wait_for_slots,
-    });
-    if let Some(i) = a.checkpoint_interval {
-        body["checkpoint_interval_ms"] = json!(i.as_millis() as u64);
-    }
-    if let Some(s) = a.from_savepoint {
-        body["from_savepoint"] = json!(s);
-    }
-    if let Some(r) = a.restart_attempts {
-        body["restart_attempts"] = json!(r);
-    }
-    let job = c.post("/v1/jobs", body)?;
+    let request = SubmitJob {
+        component,
+        parallelism: Some(a.parallelism),
+        args: a.args.into_iter().collect(),
+        state_backend: Some(a.state_backend),
+        checkpoint_interval_ms: a.checkpoint_interval.map(|i| i.as_millis() as u64),
+        from_savepoint: a.from_savepoint,
+        allow_non_restored_state: a.allow_non_restored_state,
+        restart_attempts: a.restart_attempts,
+        wait: a.wait_for_slots,
+    };
+    let job: Answer<JobDetails> = c.post("/v1/jobs", Some(serde_json::to_value(request)?))?;
     c.print(&job, |j| {
-        format!(
-            "{}  {}  {}\n",
-            j["id"].as_str().unwrap_or("?"),
-            j["state"].as_str().unwrap_or("?"),
-            j["name"].as_str().unwrap_or("?")
-        )
+        format!("{}  {}  {}\n", j.id, j.state.name(), j.name)
     });
     Ok(())
 }
 
 /// `weir list`.
 pub fn list(c: &Client) -> anyhow::Result<()> {
-    let jobs = c.get("/v1/jobs")?;
-    c.print(&jobs, |v| {
+    let jobs: Answer<JobList> = c.get("/v1/jobs")?;
+    c.print(&jobs, |JobList { jobs }| {
         let mut rows = vec![[
             "JOB ID".to_string(),
             "STATE".into(),
@@ -237,14 +256,14 @@ pub fn list(c: &Client) -> anyhow::Result<()> {
             "SLOTS".into(),
             "RESTARTS".into(),
         ]];
-        for j in v["jobs"].as_array().into_iter().flatten() {
+        for j in jobs {
             rows.push([
-                j["id"].as_str().unwrap_or("?").into(),
-                j["state"].as_str().unwrap_or("?").into(),
-                j["name"].as_str().unwrap_or("?").into(),
-                j["tenant"].as_str().unwrap_or("?").into(),
-                j["slots"].to_string(),
-                j["restarts"].to_string(),
+                j.id.clone(),
+                j.state.name().into(),
+                j.name.clone(),
+                j.tenant.clone(),
+                j.slots.to_string(),
+                j.restarts.to_string(),
             ]);
         }
         table(&rows)
@@ -254,23 +273,20 @@ pub fn list(c: &Client) -> anyhow::Result<()> {
 
 /// `weir components`.
 pub fn components(c: &Client) -> anyhow::Result<()> {
-    let list = c.get("/v1/components")?;
-    c.print(&list, |v| {
+    let list: Answer<ComponentList> = c.get("/v1/components")?;
+    c.print(&list, |ComponentList { components }| {
         let mut rows = vec![[
             "ID".to_string(),
             "NAME".into(),
             "JOB".into(),
             "BYTES".into(),
         ]];
-        for i in v["components"].as_array().into_iter().flatten() {
+        for i in components {
             rows.push([
-                i["id"].as_str().unwrap_or("?").into(),
-                i["name"].as_str().unwrap_or("-").into(),
-                i.pointer("/plan/job")
-                    .and_then(Value::as_str)
-                    .unwrap_or("-")
-                    .into(),
-                i["size"].to_string(),
+                i.id.clone(),
+                i.name.as_deref().unwrap_or("-").into(),
+                i.plan.as_ref().map_or("-", |p| p.job.as_str()).into(),
+                i.size.to_string(),
             ]);
         }
         table(&rows)
@@ -280,27 +296,27 @@ pub fn components(c: &Client) -> anyhow::Result<()> {
 
 /// `weir status`.
 pub fn status(c: &Client, job: &str) -> anyhow::Result<()> {
-    let j = c.get(&format!("/v1/jobs/{job}"))?;
+    let j: Answer<JobDetails> = c.get(&format!("/v1/jobs/{job}"))?;
     c.print(&j, |j| {
         let mut out = format!(
             "job {} '{}'  {}  tenant {}  slots {}  restarts {}\n",
-            j["id"].as_str().unwrap_or("?"),
-            j["name"].as_str().unwrap_or("?"),
-            j["state"].as_str().unwrap_or("?"),
-            j["tenant"].as_str().unwrap_or("?"),
-            j["slots"],
-            j["restarts"]
+            j.id,
+            j.name,
+            j.state.name(),
+            j.tenant,
+            j.slots,
+            j.restarts
         );
-        if let Some(f) = j["failure"].as_str() {
+        if let Some(f) = &j.failure {
             out += &format!("failure: {f}\n");
         }
-        if let Some(s) = j["savepoint"].as_str() {
+        if let Some(s) = &j.savepoint {
             out += &format!("savepoint: {s}\n");
         }
-        if let Some(c) = j.get("last_checkpoint").filter(|c| !c.is_null()) {
+        if let Some(c) = &j.last_checkpoint {
             out += &format!(
                 "last checkpoint: {} ({} ms, {} bytes)\n",
-                c["id"], c["duration_ms"], c["state_bytes"]
+                c.id, c.duration_ms, c.state_bytes
             );
         }
         let mut rows = vec![[
@@ -311,14 +327,14 @@ pub fn status(c: &Client, job: &str) -> anyhow::Result<()> {
             "IN/S".into(),
             "OUT/S".into(),
         ]];
-        for o in j["operators"].as_array().into_iter().flatten() {
+        for o in &j.operators {
             rows.push([
-                o["uid"].as_str().unwrap_or("?").into(),
-                o["parallelism"].to_string(),
-                o["records_in"].to_string(),
-                o["records_out"].to_string(),
-                format!("{:.0}", o["records_in_per_second"].as_f64().unwrap_or(0.0)),
-                format!("{:.0}", o["records_out_per_second"].as_f64().unwrap_or(0.0)),
+                o.uid.clone(),
+                o.parallelism.to_string(),
+                o.records_in.to_string(),
+                o.records_out.to_string(),
+                format!("{:.0}", o.records_in_per_second),
+                format!("{:.0}", o.records_out_per_second),
             ]);
         }
         out + &table(&rows)
@@ -328,59 +344,51 @@ pub fn status(c: &Client, job: &str) -> anyhow::Result<()> {
 
 /// `weir cancel`.
 pub fn cancel(c: &Client, job: &str) -> anyhow::Result<()> {
-    let j = c.post(&format!("/v1/jobs/{job}/cancel"), json!({}))?;
-    c.print(&j, |j| {
-        format!(
-            "{}  {}\n",
-            j["id"].as_str().unwrap_or("?"),
-            j["state"].as_str().unwrap_or("?")
-        )
-    });
+    let j: Answer<JobDetails> = c.post(&format!("/v1/jobs/{job}/cancel"), None)?;
+    c.print(&j, |j| format!("{}  {}\n", j.id, j.state.name()));
     Ok(())
 }
 
 /// `weir savepoint` (the job goes on) and `weir stop --savepoint`.
 pub fn savepoint(c: &Client, job: &str, stop: bool, drain: bool) -> anyhow::Result<()> {
-    let answer = if stop {
-        c.post(&format!("/v1/jobs/{job}/stop"), json!({ "drain": drain }))?
+    let trigger: Answer<TriggerAnswer> = if stop {
+        let request = serde_json::to_value(StopRequest { drain })?;
+        c.post(&format!("/v1/jobs/{job}/stop"), Some(request))?
     } else {
-        c.post(&format!("/v1/jobs/{job}/savepoints"), json!({}))?
+        c.post(&format!("/v1/jobs/{job}/savepoints"), None)?
     };
-    let trigger = answer["trigger_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the cluster answered no trigger id"))?;
-    let status = c.await_trigger(job, trigger)?;
+    let status = c.await_trigger(job, &trigger.value.trigger_id)?;
     c.print(&status, |s| {
-        format!("savepoint: {}\n", s["location"].as_str().unwrap_or("?"))
+        format!("savepoint: {}\n", s.location.as_deref().unwrap_or("?"))
     });
     Ok(())
 }
 
 /// `weir savepoints`: the caller's savepoints and its disk use.
 pub fn savepoints(c: &Client) -> anyhow::Result<()> {
-    let list = c.get("/v1/savepoints")?;
-    let usage = c.get("/v1/overview")?["usage"].clone();
-    c.print(&list, |v| {
+    let list: Answer<SavepointList> = c.get("/v1/savepoints")?;
+    let overview: Answer<ClusterOverview> = c.get("/v1/overview")?;
+    c.print(&list, |SavepointList { savepoints }| {
         let mut rows = vec![[
             "NAME".to_string(),
             "JOB".into(),
             "BYTES".into(),
             "LOCATION".into(),
         ]];
-        for s in v["savepoints"].as_array().into_iter().flatten() {
+        for s in savepoints {
             rows.push([
-                s["name"].as_str().unwrap_or("?").into(),
-                s["job"].as_str().unwrap_or("-").into(),
-                s["bytes"].to_string(),
-                s["location"].as_str().unwrap_or("?").into(),
+                s.name.clone(),
+                s.job.as_deref().unwrap_or("-").into(),
+                s.bytes.to_string(),
+                s.location.clone(),
             ]);
         }
         let mut out = table(&rows);
-        if let (Some(used), Some(max)) = (
-            usage["disk_bytes"].as_u64(),
-            usage["max_disk_bytes"].as_u64(),
-        ) {
-            out.push_str(&format!("disk: {used} of {max} bytes\n"));
+        if let Some(usage) = &overview.value.usage {
+            out.push_str(&format!(
+                "disk: {} of {} bytes\n",
+                usage.disk_bytes, usage.max_disk_bytes
+            ));
         }
         out
     });
@@ -389,13 +397,9 @@ pub fn savepoints(c: &Client) -> anyhow::Result<()> {
 
 /// `weir dispose-savepoint NAME`.
 pub fn dispose_savepoint(c: &Client, name: &str) -> anyhow::Result<()> {
-    let deleted = c.delete(&format!("/v1/savepoints/{name}"))?;
+    let deleted: Answer<SavepointInfo> = c.delete(&format!("/v1/savepoints/{name}"))?;
     c.print(&deleted, |s| {
-        format!(
-            "deleted savepoint {} ({} bytes)\n",
-            s["name"].as_str().unwrap_or("?"),
-            s["bytes"]
-        )
+        format!("deleted savepoint {} ({} bytes)\n", s.name, s.bytes)
     });
     Ok(())
 }

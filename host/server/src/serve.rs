@@ -9,9 +9,11 @@ use weir_jobmanager::{ClusterConfig, JobManager};
 /// Runs the cluster until SIGTERM or Ctrl-C, then stops its jobs (with savepoints, if the
 /// configuration says so) and exits.
 pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (config, generated) =
-        ClusterConfig::load(config_path.as_deref(), |k| std::env::var(k).ok())?;
-    let address = config.server.rest_address;
+    let env = |k: &str| std::env::var(k).ok();
+    let (config, generated, http) =
+        ClusterConfig::load(config_path.as_deref(), env, weir_api::HttpConfig::KEYS)?;
+    let http = weir_api::HttpConfig::load(http, env).map_err(anyhow::Error::msg)?;
+    let address = http.rest_address;
     let data_dir = config.server.data_dir.clone();
     let tenants: Vec<String> = config.tenants.iter().map(|t| t.name.clone()).collect();
     // The memory budget fails whichever job grows past it: tenants are kept from each other
@@ -37,7 +39,7 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .build()
         .context("cannot start the REST runtime")?;
     raise_open_files_limit();
-    let limits = weir_api::HttpLimits::of(&jm.config().server);
+    let limits = http.limits();
     let shutdown_timeout = Duration::from_millis(jm.config().server.shutdown_timeout_ms);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(address)
@@ -57,7 +59,7 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
         weir_api::serve(
             listener,
-            weir_api::router(jm.clone()),
+            weir_api::router(jm.clone(), &http),
             limits,
             shutdown_signal(),
         )

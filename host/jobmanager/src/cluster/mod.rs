@@ -19,7 +19,9 @@ use crate::config::{ClusterConfig, TenantConfig};
 use crate::disk::{self, DiskUsage, SavepointInfo, TenantDirs, TenantUsage};
 use crate::error::{ClusterError, ErrorKind};
 use crate::job::*;
-use crate::taskmanager::{Deployment, TaskManager, TaskManagerCommand};
+use crate::taskmanager::{
+    Deployment, Registration, TaskManager, TaskManagerCommand, TaskManagerMessage,
+};
 use weir_worker::{paths, JobCommand};
 
 /// A tenant's disk use is measured against its quota after checkpoints at most this often.
@@ -47,6 +49,8 @@ struct Inner {
     runtime: Arc<Runtime>,
     components: ComponentStore,
     taskmanager: TaskManager,
+    /// The TaskManagers registered and the slots they offer.
+    taskmanagers: Mutex<Vec<Registration>>,
     jobs: Mutex<Jobs>,
     started_ms: i64,
     /// Disk promised to uploads in flight.
@@ -99,7 +103,7 @@ impl Jobs {
     /// Waiting jobs that fit now — in the cluster's free slots and their tenants' — in
     /// submission order (a job that does not fit does not hold back smaller ones behind
     /// it); they hold their slots from now on. Returns their deployments.
-    fn take_deployable(&mut self, total_slots: u32) -> Vec<Box<Deployment>> {
+    fn take_deployable(&mut self, total_slots: u32) -> Vec<Deployment> {
         let mut deploy = Vec::new();
         let mut i = 0;
         while i < self.waiting.len() {
@@ -119,7 +123,7 @@ impl Jobs {
             self.slots_used += job.slots;
             let job = self.by_id.get_mut(&id).expect("present");
             job.holds_slots = true;
-            deploy.extend(job.deployment.take());
+            deploy.extend(job.deployment.take().map(|d| *d));
         }
         deploy
     }
@@ -375,10 +379,21 @@ impl JobManager {
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let taskmanager = TaskManager::start(
             events_tx,
+            config.server.slots,
             config.server.state_memory_budget_bytes,
             runtime.clone(),
         )
         .map_err(|e| io("cannot start the TaskManager", e))?;
+        // Jobs are scheduled on the slots TaskManagers offer: the local one first.
+        let registered = match events_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(TaskManagerMessage::Registered(r)) => r,
+            _ => {
+                return Err(ClusterError::internal(
+                    "the local TaskManager did not register",
+                ))
+            }
+        };
+        tracing::info!(id = %registered.id, slots = registered.slots, "TaskManager registered");
         let inner = Arc::new(Inner {
             auth: Authenticator::new(&config),
             config,
@@ -386,6 +401,7 @@ impl JobManager {
             runtime,
             components,
             taskmanager,
+            taskmanagers: Mutex::new(vec![registered]),
             jobs: Mutex::default(),
             started_ms: now_ms(),
             uploads: disk::Reservations::default(),
@@ -396,9 +412,16 @@ impl JobManager {
         std::thread::Builder::new()
             .name("weir-jobmanager".into())
             .spawn(move || {
-                for event in events_rx {
+                for message in events_rx {
                     let Some(inner) = weak.upgrade() else { return };
-                    JobManager { inner }.on_event(event);
+                    let jm = JobManager { inner };
+                    match message {
+                        TaskManagerMessage::Job(event) => jm.on_event(event),
+                        TaskManagerMessage::Registered(r) => {
+                            tracing::info!(id = %r.id, slots = r.slots, "TaskManager registered");
+                            jm.inner.taskmanagers.lock().expect("not poisoned").push(r);
+                        }
+                    }
                 }
             })
             .map_err(|e| io("cannot start the JobManager thread", e))?;
@@ -478,6 +501,12 @@ impl JobManager {
     /// Who a bearer token stands for.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         self.inner.auth.authenticate(token)
+    }
+
+    /// The slots the registered TaskManagers offer.
+    fn slots(&self) -> u32 {
+        let tms = self.inner.taskmanagers.lock().expect("not poisoned");
+        tms.iter().map(|t| t.slots).sum()
     }
 
     fn jobs(&self) -> MutexGuard<'_, Jobs> {
@@ -724,8 +753,10 @@ impl JobManager {
 
     /// Deploys waiting jobs, in order, while slots and their tenants' quotas allow.
     fn schedule(&self, jobs: &mut Jobs) {
-        for d in jobs.take_deployable(self.inner.config.server.slots) {
-            self.inner.taskmanager.send(TaskManagerCommand::Deploy(d));
+        for d in jobs.take_deployable(self.slots()) {
+            self.inner
+                .taskmanager
+                .send(TaskManagerCommand::Deploy(Box::new(d)));
         }
     }
 
@@ -805,7 +836,7 @@ impl JobManager {
         let (details, tenant, sha256) = (j.details(), j.tenant.name.clone(), j.sha256.clone());
         jobs.waiting.retain(|w| w != id);
         jobs.remember_ended(id, &tenant);
-        self.release_compiled(&jobs, &sha256);
+        self.release_compiled(jobs, &sha256);
         Ok(details)
     }
 
@@ -902,7 +933,7 @@ impl JobManager {
                 .filter(|t| p.may_see(&t.name))
                 .map(|t| t.name.clone())
                 .collect(),
-            taskmanagers: 1,
+            taskmanagers: self.inner.taskmanagers.lock().expect("not poisoned").len() as u32,
             started_ms: self.inner.started_ms,
             version: env!("CARGO_PKG_VERSION").to_string(),
             usage,
@@ -912,10 +943,15 @@ impl JobManager {
     /// The TaskManagers (one, local), as `p` may see them: a tenant sees its own slots and
     /// jobs, not the cluster's nor the process's memory.
     pub fn taskmanagers(&self, p: &Principal) -> Vec<TaskManagerInfo> {
+        // Every job runs on the local TaskManager, the one registered at start (so far the
+        // only one).
+        let id = self.inner.taskmanagers.lock().expect("not poisoned")[0]
+            .id
+            .clone();
         let jobs = self.jobs();
         let (total, used) = self.slots_seen_by(&jobs, p);
         vec![TaskManagerInfo {
-            id: "local".into(),
+            id,
             slots_total: total,
             slots_free: total.saturating_sub(used),
             jobs_running: jobs
@@ -930,7 +966,7 @@ impl JobManager {
     /// Slots (total, used) as `p` may see them: the cluster's for the admin; for a tenant,
     /// those it may use and those its jobs hold (other tenants' use is not its business).
     fn slots_seen_by(&self, jobs: &Jobs, p: &Principal) -> (u32, u32) {
-        let cluster = self.inner.config.server.slots;
+        let cluster = self.slots();
         match p {
             Principal::Admin => (cluster, jobs.slots_used),
             Principal::Tenant(t) => {

@@ -129,7 +129,7 @@ impl JobManager {
         if recovered.is_none() {
             let jobs = self.jobs();
             admit_jobs(&tenant, jobs.active_of(&tenant.name).count())?;
-            admit_slots(&tenant, request.parallelism, self.inner.config.server.slots)?;
+            admit_slots(&tenant, request.parallelism, self.slots())?;
             drop(jobs);
             self.check_disk(&tenant)?;
         }
@@ -186,7 +186,7 @@ impl JobManager {
                 )));
             }
         }
-        let cluster_slots = self.inner.config.server.slots;
+        let cluster_slots = self.slots();
         // A recovered job waits for slots rather than being refused.
         let wait = record.request.wait || recovered.is_some();
         admit(
@@ -248,7 +248,7 @@ impl JobManager {
             None => None,
         };
         let slots = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
-        admit_slots(tenant, slots, self.inner.config.server.slots)?;
+        admit_slots(tenant, slots, self.slots())?;
         let tasks: u32 = weir_worker::plan::ExecutionPlan::new(&graph)
             .vertices
             .iter()

@@ -70,7 +70,7 @@ fn queue(jobs: &mut Jobs, record: JobRecord) {
     jobs.by_id.insert(record.id.clone(), record);
 }
 
-fn ids(deployed: &[Box<Deployment>]) -> Vec<&str> {
+fn ids(deployed: &[Deployment]) -> Vec<&str> {
     deployed.iter().map(|d| d.job.as_str()).collect()
 }
 
