@@ -5,13 +5,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
-use weir_jobmanager::{ClusterError, ErrorKind};
+use weir_jobmanager::{ClusterError, ErrorCode, ErrorKind};
 
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
@@ -26,69 +25,69 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable code (`not_found`, `unauthorized`, `quota_exceeded`, ...).
-    pub code: String,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
 }
 
 impl ApiError {
     /// An error with a status and code.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
         }
     }
 
+    /// The answer's status, from the code's kind.
+    fn status(&self) -> StatusCode {
+        match self.code.kind() {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
     }
 }
 
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
-        let status = match e.kind {
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError {
-            status,
-            code: e.code,
-            message: e.message,
-        }
+        ApiError::new(e.code, e.message)
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let (status, code) = match &r {
-            JsonRejection::MissingJsonContentType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            JsonRejection::JsonDataError(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            JsonRejection::BytesRejection(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+        let code = match &r {
+            JsonRejection::MissingJsonContentType(_) => ErrorCode::UnsupportedMediaType,
+            JsonRejection::JsonDataError(_) => ErrorCode::InvalidRequest,
+            JsonRejection::BytesRejection(_) => ErrorCode::TooLarge,
+            _ => ErrorCode::InvalidJson,
         };
-        ApiError::new(status, code, r.body_text())
+        ApiError::new(code, r.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+        ApiError::new(ErrorCode::InvalidQuery, r.body_text())
     }
 }
 
@@ -96,9 +95,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Our failures are logged with an id the client gets; their details (host paths,
         // I/O errors) stay in the log.
-        let message = if self.status.is_server_error() {
+        let status = self.status();
+        let message = if status.is_server_error() {
             let id = weir_jobmanager::auth::random_hex(6);
-            tracing::error!(error_id = %id, code = self.code, message = %self.message, "request failed");
+            tracing::error!(error_id = %id, code = %self.code, message = %self.message, "request failed");
             format!(
                 "the server failed to answer this request (error id {id}: the details are in its log)"
             )
@@ -107,12 +107,12 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.code,
                 message,
             },
         };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
@@ -129,8 +129,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_failure_answers_an_id_and_keeps_its_details() {
         let e = ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "cannot read /srv/weir-data/components/acme/x.wasm: Input/output error",
         );
         let response = e.into_response();

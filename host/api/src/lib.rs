@@ -24,14 +24,14 @@ mod routes;
 mod ui;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use std::time::Duration;
-use weir_jobmanager::{JobManager, Principal};
+use weir_jobmanager::{ErrorCode, JobManager, Principal};
 
 pub use config::HttpConfig;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -109,11 +109,10 @@ pub fn router(jm: JobManager, http: &HttpConfig) -> Router {
         .route("/metrics", get(routes::metrics))
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -127,8 +126,7 @@ pub fn router(jm: JobManager, http: &HttpConfig) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "the server failed to answer this request",
                 )
                 .into_response()

@@ -17,7 +17,7 @@ use weir_jobmanager::job::{
     CheckpointEntry, CheckpointStats, ExceptionEntry, JobDetails, JobOverview, JobState,
     OperatorStatus, SavepointStatus, StateEntry, SubmitJob, TriggerStatus,
 };
-use weir_jobmanager::{ClusterOverview, TaskManagerInfo};
+use weir_jobmanager::{ClusterOverview, ErrorCode, TaskManagerInfo};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::{AppState, Auth};
@@ -154,8 +154,7 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("the request's work failed: {e}"),
         )),
     }
@@ -197,8 +196,7 @@ pub(crate) async fn upload_component(
     let raw = media_type == "application/wasm" || media_type == "application/octet-stream";
     if !multipart && !raw {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!(
                 "send the component as 'application/wasm' (or a multipart form), not '{media_type}'"
             ),
@@ -206,8 +204,7 @@ pub(crate) async fn upload_component(
     }
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("the upload is larger than the tenant's max_component_bytes ({limit})"),
         )
     };
@@ -230,14 +227,11 @@ pub(crate) async fn upload_component(
     };
     let write = |upload: &mut weir_jobmanager::components::Upload, chunk: &[u8]| {
         upload.write(chunk).map_err(|e| match e {
-            e @ UploadError::TooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-            }
+            e @ UploadError::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, e.to_string()),
             UploadError::Io(e) => {
                 tracing::warn!(error = %e, "cannot store an upload");
                 ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
+                    ErrorCode::InsufficientStorage,
                     "the server cannot store the upload now",
                 )
             }
@@ -456,7 +450,7 @@ pub(crate) async fn stop_job(
         StopRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.to_string()))?
     };
     let trigger_id = s.jm.stop(&p, &id, req.drain)?;
     Ok((StatusCode::ACCEPTED, Json(TriggerAnswer { trigger_id })))

@@ -31,5 +31,5 @@ pub use auth::Principal;
 pub use cluster::{ClusterOverview, JobManager, TaskManagerInfo};
 pub use components::ComponentInfo;
 pub use config::{ClusterConfig, GeneratedToken, TenantConfig};
-pub use error::{ClusterError, ErrorKind};
+pub use error::{ClusterError, ErrorCode, ErrorKind};
 pub use job::{JobDetails, JobOverview, JobState, SubmitJob};

@@ -7,6 +7,12 @@
 //! `(state index, key group, key)`, so snapshots, restores and rescaling can work a key group
 //! at a time.
 //!
+//! This crate holds the trait, the memory backend ([`MemoryStateBackend`]), the TTL wrapper
+//! ([`TtlBackend`]) and the canonical [`snapshot`] format, and links no storage engine. The
+//! RocksDB backend is the `weir-state-rocksdb` crate: it builds on [`Timers`] and
+//! [`ttl::is_expired`], and its own checkpoints reach the worker through
+//! [`KeyedStateBackend::native_snapshots`].
+//!
 //! ```
 //! use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
 //! use weir_state::{KeyedStateBackend, MemoryStateBackend, TimeDomain};
@@ -25,15 +31,14 @@
 
 mod budget;
 mod memory;
-mod rocks;
 pub mod snapshot;
 mod timers;
-mod ttl;
+pub mod ttl;
 
 pub use budget::{Measure, StateAccount, StateLimitExceeded, StateMeter};
 pub use memory::MemoryStateBackend;
-pub use rocks::{RocksDbError, RocksDbStateBackend};
 pub use snapshot::{restore_snapshot, take_snapshot, RestoreStats, SnapshotError, SnapshotWriter};
+pub use timers::Timers;
 pub use ttl::TtlBackend;
 use weir_core::{KeyGroupRange, StateDescriptor};
 

@@ -7,8 +7,12 @@ use weir_core::KeyGroupRange;
 use crate::{TimeDomain, Timer};
 
 /// Event- and processing-time timers, ordered by (timestamp, key group, key).
+///
+/// Every backend keeps its timers on the heap (as Flink's "heap timers"), whatever holds its
+/// state; a backend implements the timer methods of [`crate::KeyedStateBackend`] with one of
+/// these. It is public for the backends in other crates (`weir-state-rocksdb`).
 #[derive(Debug, Default)]
-pub(crate) struct Timers {
+pub struct Timers {
     sets: [BTreeSet<Timer>; 2],
     /// What the timers hold, as [`crate::StateSize`] counts it.
     bytes: u64,
@@ -23,7 +27,8 @@ fn timer_bytes(key: &[u8]) -> u64 {
 }
 
 impl Timers {
-    pub(crate) fn register(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
+    /// Adds a timer; one already registered for (domain, key, timestamp) is kept as it is.
+    pub fn register(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
         let added = self.sets[domain as usize].insert(Timer {
             timestamp: ts,
             key_group,
@@ -34,7 +39,8 @@ impl Timers {
         }
     }
 
-    pub(crate) fn delete(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
+    /// Removes a timer if it exists.
+    pub fn delete(&mut self, domain: TimeDomain, key_group: u32, key: &[u8], ts: i64) {
         let removed = self.sets[domain as usize].remove(&Timer {
             timestamp: ts,
             key_group,
@@ -45,7 +51,8 @@ impl Timers {
         }
     }
 
-    pub(crate) fn pop_due(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
+    /// Moves every timer of `domain` with timestamp `<= upto` into `out`, in order.
+    pub fn pop_due(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Timer>) {
         let timers = &mut self.sets[domain as usize];
         while timers.first().is_some_and(|t| t.timestamp <= upto) {
             let t = timers.pop_first().expect("not empty");
@@ -54,17 +61,19 @@ impl Timers {
         }
     }
 
-    /// Bytes the timers hold.
-    pub(crate) fn bytes(&self) -> u64 {
+    /// Bytes the timers hold (their part of [`crate::StateSize`]).
+    pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    pub(crate) fn next(&self, domain: TimeDomain) -> Option<i64> {
+    /// The earliest timer of `domain`, if any.
+    pub fn next(&self, domain: TimeDomain) -> Option<i64> {
         self.sets[domain as usize].first().map(|t| t.timestamp)
     }
 
-    /// Every timer, bucketed by key group (index 0 is `range.start`).
-    pub(crate) fn by_key_group(&self, range: KeyGroupRange) -> Vec<Vec<(TimeDomain, &Timer)>> {
+    /// Every timer, bucketed by key group (index 0 is `range.start`), for writing them into
+    /// a snapshot a key group at a time.
+    pub fn by_key_group(&self, range: KeyGroupRange) -> Vec<Vec<(TimeDomain, &Timer)>> {
         let mut out = vec![Vec::new(); range.len()];
         for (domain, set) in [TimeDomain::EventTime, TimeDomain::ProcessingTime]
             .into_iter()

@@ -5,6 +5,9 @@
 //! (and, with `refresh_on_read`, a rewrite with the new access time), which runs before the
 //! next write and at the end of each batch ([`KeyedStateBackend::end_batch`]): reads happen
 //! under `&self`, while the task prefetches.
+//!
+//! [`is_expired`] reads that format. It is public for backends in other crates that drop
+//! expired values by themselves (the compaction filter of `weir-state-rocksdb`).
 
 use std::cell::RefCell;
 
@@ -16,8 +19,11 @@ use crate::{
 
 pub(crate) use weir_core::now_ms;
 
-/// Whether a stored TTL value (`last_access | value`) has expired at `now`.
-pub(crate) fn is_expired(stored: &[u8], ttl_ms: u64, now: i64) -> bool {
+/// Whether a stored TTL value (`last_access_ms i64 LE | value`) has expired at `now` (ms
+/// since the epoch, [`weir_core::now_ms`]'s clock): `ttl_ms` or more after its last access.
+/// A value too short to hold an access time counts as expired; a TTL past `i64::MAX` never
+/// ends.
+pub fn is_expired(stored: &[u8], ttl_ms: u64, now: i64) -> bool {
     match stored.get(..8) {
         Some(ts) => {
             let ts = i64::from_le_bytes(ts.try_into().expect("8"));
@@ -70,6 +76,12 @@ impl TtlBackend {
             clock,
             deferred: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The wrapped backend, holding values as stored (each behind its access time), expired
+    /// ones included until a read or a compaction removes them.
+    pub fn inner(&self) -> &dyn KeyedStateBackend {
+        self.inner.as_ref()
     }
 
     fn ttl(&self, state: StateIndex) -> Option<StateTtl> {
@@ -410,7 +422,7 @@ mod tests {
     use weir_core::StateKind;
 
     use super::*;
-    use crate::{restore_snapshot, take_snapshot, MemoryStateBackend, RocksDbStateBackend};
+    use crate::{restore_snapshot, take_snapshot, MemoryStateBackend};
 
     fn descriptors(refresh_on_read: bool) -> Vec<StateDescriptor> {
         let ttl = Some(StateTtl {
@@ -438,83 +450,78 @@ mod tests {
         got
     }
 
-    fn backends(refresh: bool, dir: &std::path::Path) -> Vec<Box<dyn KeyedStateBackend>> {
-        let range = KeyGroupRange::new(0, 4);
-        vec![
-            Box::new(MemoryStateBackend::new(descriptors(refresh), range)),
-            Box::new(RocksDbStateBackend::new(descriptors(refresh), range, dir).unwrap()),
-        ]
+    /// The backend the tests wrap (the same tests run on RocksDB in `weir-state-rocksdb`'s
+    /// `tests/ttl.rs`).
+    fn backend(refresh: bool) -> Box<dyn KeyedStateBackend> {
+        Box::new(MemoryStateBackend::new(
+            descriptors(refresh),
+            KeyGroupRange::new(0, 4),
+        ))
     }
 
     #[test]
     fn values_expire_after_the_last_write() {
-        let dir = tempfile::tempdir().unwrap();
-        for inner in backends(false, dir.path()) {
-            let now = Arc::new(AtomicI64::new(1_000));
-            let clock = now.clone();
-            let mut b =
-                TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
-            b.put_value(0, 1, b"k", b"x").unwrap();
-            b.list_add(1, 1, b"k", b"a").unwrap();
-            b.map_put(2, 1, b"k", b"u", b"1").unwrap();
-            b.put_value(3, 1, b"k", b"kept").unwrap();
-            now.store(1_099, Ordering::Relaxed);
-            assert_eq!(value(&b, 0), Some(b"x".to_vec()));
-            assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"a".to_vec()]);
-            b.list_add(1, 1, b"k", b"b").unwrap(); // written at 1,099
-            now.store(1_100, Ordering::Relaxed);
-            assert_eq!(value(&b, 0), None, "expired 100 ms after the write");
-            assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"b".to_vec()]);
-            assert_eq!(b.map_get(2, 1, b"k", b"u").unwrap(), None);
-            assert!(b.map_entries(2, 1, b"k").unwrap().is_empty());
-            assert_eq!(value(&b, 3), Some(b"kept".to_vec()), "no TTL, no expiry");
-            b.end_batch().unwrap();
-            // Expired values were removed, not only hidden.
-            assert_eq!(b.inner.map_entries(2, 1, b"k").unwrap().len(), 0);
-            let mut raw = None;
-            b.inner
-                .with_value(0, 1, b"k", &mut |v| raw = v.map(<[u8]>::to_vec))
-                .unwrap();
-            assert_eq!(raw, None);
-        }
+        let inner = backend(false);
+        let now = Arc::new(AtomicI64::new(1_000));
+        let clock = now.clone();
+        let mut b = TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
+        b.put_value(0, 1, b"k", b"x").unwrap();
+        b.list_add(1, 1, b"k", b"a").unwrap();
+        b.map_put(2, 1, b"k", b"u", b"1").unwrap();
+        b.put_value(3, 1, b"k", b"kept").unwrap();
+        now.store(1_099, Ordering::Relaxed);
+        assert_eq!(value(&b, 0), Some(b"x".to_vec()));
+        assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"a".to_vec()]);
+        b.list_add(1, 1, b"k", b"b").unwrap(); // written at 1,099
+        now.store(1_100, Ordering::Relaxed);
+        assert_eq!(value(&b, 0), None, "expired 100 ms after the write");
+        assert_eq!(b.list_get(1, 1, b"k").unwrap(), vec![b"b".to_vec()]);
+        assert_eq!(b.map_get(2, 1, b"k", b"u").unwrap(), None);
+        assert!(b.map_entries(2, 1, b"k").unwrap().is_empty());
+        assert_eq!(value(&b, 3), Some(b"kept".to_vec()), "no TTL, no expiry");
+        b.end_batch().unwrap();
+        // Expired values were removed, not only hidden.
+        assert_eq!(b.inner().map_entries(2, 1, b"k").unwrap().len(), 0);
+        let mut raw = None;
+        b.inner()
+            .with_value(0, 1, b"k", &mut |v| raw = v.map(<[u8]>::to_vec))
+            .unwrap();
+        assert_eq!(raw, None);
     }
 
     #[test]
     fn reads_refresh_when_asked_and_snapshots_keep_access_times() {
-        let dir = tempfile::tempdir().unwrap();
-        for inner in backends(true, dir.path()) {
-            // Near the real clock: a restore drops what has expired by then.
-            let t0 = now_ms();
-            let now = Arc::new(AtomicI64::new(t0));
-            let clock = now.clone();
-            let mut b =
-                TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
-            b.put_value(0, 1, b"k", b"x").unwrap();
-            for t in [t0 + 90, t0 + 180, t0 + 270] {
-                now.store(t, Ordering::Relaxed);
-                assert_eq!(value(&b, 0), Some(b"x".to_vec()), "at {t}");
-                b.end_batch().unwrap();
-            }
-            // The snapshot carries the access time (270): restored, it still expires at 370.
-            let snap = take_snapshot(&b).unwrap();
-            let mut copy = MemoryStateBackend::new(descriptors(true), KeyGroupRange::new(0, 4));
-            restore_snapshot(&mut copy, &snap).unwrap();
-            let clock = now.clone();
-            let copy = TtlBackend::with_clock(
-                Box::new(copy),
-                Box::new(move || clock.load(Ordering::Relaxed)),
-            );
-            now.store(t0 + 369, Ordering::Relaxed);
-            assert_eq!(value(&copy, 0), Some(b"x".to_vec()));
-            now.store(t0 + 370, Ordering::Relaxed);
-            assert_eq!(value(&copy, 0), None);
-            // Switching the TTL off is refused, naming the state.
-            let mut no_ttl = descriptors(true);
-            no_ttl[0].ttl = None;
-            let mut other = MemoryStateBackend::new(no_ttl, KeyGroupRange::new(0, 4));
-            let e = restore_snapshot(&mut other, &snap).unwrap_err().to_string();
-            assert!(e.contains("state 'v'") && e.contains("TTL"), "{e}");
+        let inner = backend(true);
+        // Near the real clock: a restore drops what has expired by then.
+        let t0 = now_ms();
+        let now = Arc::new(AtomicI64::new(t0));
+        let clock = now.clone();
+        let mut b = TtlBackend::with_clock(inner, Box::new(move || clock.load(Ordering::Relaxed)));
+        b.put_value(0, 1, b"k", b"x").unwrap();
+        for t in [t0 + 90, t0 + 180, t0 + 270] {
+            now.store(t, Ordering::Relaxed);
+            assert_eq!(value(&b, 0), Some(b"x".to_vec()), "at {t}");
+            b.end_batch().unwrap();
         }
+        // The snapshot carries the access time (270): restored, it still expires at 370.
+        let snap = take_snapshot(&b).unwrap();
+        let mut copy = MemoryStateBackend::new(descriptors(true), KeyGroupRange::new(0, 4));
+        restore_snapshot(&mut copy, &snap).unwrap();
+        let clock = now.clone();
+        let copy = TtlBackend::with_clock(
+            Box::new(copy),
+            Box::new(move || clock.load(Ordering::Relaxed)),
+        );
+        now.store(t0 + 369, Ordering::Relaxed);
+        assert_eq!(value(&copy, 0), Some(b"x".to_vec()));
+        now.store(t0 + 370, Ordering::Relaxed);
+        assert_eq!(value(&copy, 0), None);
+        // Switching the TTL off is refused, naming the state.
+        let mut no_ttl = descriptors(true);
+        no_ttl[0].ttl = None;
+        let mut other = MemoryStateBackend::new(no_ttl, KeyGroupRange::new(0, 4));
+        let e = restore_snapshot(&mut other, &snap).unwrap_err().to_string();
+        assert!(e.contains("state 'v'") && e.contains("TTL"), "{e}");
     }
 
     #[test]
@@ -562,29 +569,5 @@ mod tests {
         b.end_batch().unwrap();
         now.store(150, Ordering::Relaxed);
         assert_eq!(b.map_get(2, 1, b"k", b"u").unwrap(), Some(b"1".to_vec()));
-    }
-
-    #[test]
-    fn rocksdb_compaction_drops_expired_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let range = KeyGroupRange::new(0, 4);
-        let mut b = RocksDbStateBackend::new(descriptors(false), range, dir.path()).unwrap();
-        // Written long ago (access time 1 ms after the epoch).
-        b.put_value(0, 1, b"old", &stamp(1, b"x")).unwrap();
-        b.put_value(0, 1, b"new", &stamp(now_ms(), b"y")).unwrap();
-        b.list_add(1, 1, b"old", &stamp(1, b"a")).unwrap();
-        b.map_put(2, 1, b"old", b"u", &stamp(1, b"1")).unwrap();
-        b.put_value(3, 1, b"old", b"no ttl").unwrap();
-        b.compact().unwrap();
-        let raw = |b: &RocksDbStateBackend, s, k: &[u8]| {
-            let mut got = false;
-            b.with_value(s, 1, k, &mut |v| got = v.is_some()).unwrap();
-            got
-        };
-        assert!(!raw(&b, 0, b"old"));
-        assert!(raw(&b, 0, b"new"));
-        assert!(b.list_get(1, 1, b"old").unwrap().is_empty());
-        assert!(b.map_entries(2, 1, b"old").unwrap().is_empty());
-        assert!(raw(&b, 3, b"old"));
     }
 }

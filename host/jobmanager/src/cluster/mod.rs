@@ -17,7 +17,7 @@ use crate::auth::{random_hex, Authenticator, Principal};
 use crate::components::{now_ms, ComponentInfo, ComponentStore, PlanSummary, Upload};
 use crate::config::{ClusterConfig, TenantConfig};
 use crate::disk::{self, DiskUsage, SavepointInfo, TenantDirs, TenantUsage};
-use crate::error::{ClusterError, ErrorKind};
+use crate::error::{ClusterError, ErrorCode};
 use crate::job::*;
 use crate::taskmanager::{
     Deployment, Registration, TaskManager, TaskManagerCommand, TaskManagerMessage,
@@ -517,8 +517,7 @@ impl JobManager {
         match p {
             Principal::Tenant(t) => Ok(t),
             Principal::Admin => Err(ClusterError::new(
-                ErrorKind::Forbidden,
-                "tenant_only",
+                ErrorCode::TenantOnly,
                 "the admin token is for cluster operations; use a tenant's token for this",
             )),
         }
@@ -611,8 +610,7 @@ impl JobManager {
         let dir = dirs.checkpoints.join(id);
         if let Some(o) = jobs.started_from(&dir) {
             return Err(ClusterError::new(
-                ErrorKind::Conflict,
-                "in_use",
+                ErrorCode::InUse,
                 format!(
                     "job {} was started from one of these checkpoints and has not ended",
                     o.id
@@ -660,9 +658,7 @@ impl JobManager {
         // Holding the jobs' lock: no job can be submitted from it meanwhile.
         let jobs = self.jobs();
         if let Some(j) = jobs.started_from(&dir) {
-            return Err(ClusterError::new(
-                ErrorKind::Conflict,
-                "in_use",
+            return Err(ClusterError::new(ErrorCode::InUse,
                 format!(
                     "job {} was started from savepoint '{name}' and has not ended: it may restore from it",
                     j.id
@@ -1092,8 +1088,7 @@ fn push_exception(j: &mut JobRecord, attempt: u32, message: String, restarted: b
 
 fn too_large(tenant: &TenantConfig) -> ClusterError {
     ClusterError::new(
-        ErrorKind::TooLarge,
-        "too_large",
+        ErrorCode::TooLarge,
         format!(
             "the component is larger than tenant '{}''s max_component_bytes ({})",
             tenant.name, tenant.max_component_bytes

@@ -15,7 +15,7 @@ use super::{push_exception, JobManager, JobRecord};
 use crate::auth::{random_hex, Principal};
 use crate::components::{now_ms, PlanSummary};
 use crate::config::TenantConfig;
-use crate::error::{ClusterError, ErrorKind};
+use crate::error::{ClusterError, ErrorCode};
 use crate::job::*;
 use crate::taskmanager::{ComponentRef, DeployedStateLimits, Deployment, Sandbox};
 
@@ -98,9 +98,7 @@ pub(super) fn admit(
         )));
     }
     if slots > free_slots && !wait {
-        return Err(ClusterError::new(
-            ErrorKind::Conflict,
-            "no_slots",
+        return Err(ClusterError::new(ErrorCode::NoSlots,
             format!(
                 "the job needs {slots} slots; {free_slots} of {cluster_slots} are free (submit with \"wait\": true to queue)"
             ),
@@ -239,10 +237,10 @@ impl JobManager {
         plan_args.push(("weir.attempt".into(), "0".into()));
         let graph = component
             .plan(&plan_args, request.parallelism)
-            .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "invalid_plan", e.to_string()))?;
+            .map_err(|e| ClusterError::new(ErrorCode::InvalidPlan, e.to_string()))?;
         // File connectors may only touch the tenant's directories.
         paths::check_graph(&graph, &tenant.allowed_paths)
-            .map_err(|e| ClusterError::new(ErrorKind::BadRequest, "path_not_allowed", e))?;
+            .map_err(|e| ClusterError::new(ErrorCode::PathNotAllowed, e))?;
         let from_savepoint = match &req.from_savepoint {
             Some(location) => Some(self.snapshot_of(tenant, location)?),
             None => None,
@@ -276,11 +274,7 @@ impl JobManager {
         let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
         let (checkpoints, savepoints) = self.snapshot_dirs(tenant)?;
         let resolved = paths::check_allowed(path, &[checkpoints, savepoints]).map_err(|e| {
-            ClusterError::new(
-                ErrorKind::BadRequest,
-                "path_not_allowed",
-                format!("from_savepoint: {e}"),
-            )
+            ClusterError::new(ErrorCode::PathNotAllowed, format!("from_savepoint: {e}"))
         })?;
         if !resolved.join("_metadata").is_file() {
             return Err(ClusterError::bad_request(format!(

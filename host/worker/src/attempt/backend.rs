@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use weir_checkpoint::{FileRef, Storage};
 use weir_core::{KeyGroupRange, Node};
-use weir_state::{KeyedStateBackend, MemoryStateBackend, RocksDbStateBackend, TtlBackend};
+use weir_state::{KeyedStateBackend, MemoryStateBackend, TtlBackend};
+use weir_state_rocksdb::RocksDbStateBackend;
 
 use crate::checkpoint::Restore;
 use crate::{JobError, StateBackendKind};

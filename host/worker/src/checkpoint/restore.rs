@@ -9,7 +9,8 @@ use weir_checkpoint::{
     OperatorState, Storage, SubtaskState,
 };
 use weir_core::{JobGraph, KeyGroupRange, StateKind};
-use weir_state::{KeyedStateBackend, RocksDbStateBackend, SnapshotError};
+use weir_state::{KeyedStateBackend, SnapshotError};
+use weir_state_rocksdb::RocksDbStateBackend;
 
 use super::commit_pending;
 use crate::{JobError, RestoreError};

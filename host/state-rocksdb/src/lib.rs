@@ -14,17 +14,38 @@
 //! but stay cached. The write-ahead log is off:
 //! durability comes from checkpoints, not from the local database, which lives in a
 //! temporary directory and is deleted with the backend.
+//!
+//! It implements [`weir_state::KeyedStateBackend`], and checkpoints its own files
+//! ([`weir_state::NativeSnapshots`]); it lives in its own crate so that only the crates that
+//! open one link RocksDB.
+//!
+//! ```
+//! use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
+//! use weir_state::{take_snapshot, KeyedStateBackend, NativeSnapshots};
+//! use weir_state_rocksdb::RocksDbStateBackend;
+//!
+//! let states = vec![StateDescriptor { name: "count".into(), kind: StateKind::Value, version: 1, ttl: None }];
+//! let dir = tempfile::tempdir()?;
+//! let mut backend = RocksDbStateBackend::new(states, KeyGroupRange::new(0, 128), dir.path())?;
+//! backend.put_value(0, 7, b"alice", b"3")?;
+//! backend.with_value(0, 7, b"alice", &mut |v| assert_eq!(v, Some(&b"3"[..])))?;
+//! // A canonical snapshot (a savepoint), or the database's own files (a checkpoint).
+//! let canonical = take_snapshot(&backend)?;
+//! let files = backend.native_checkpoint()?;
+//! assert!(!canonical.is_empty() && !files.files.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
 
 use std::cell::RefCell;
 use std::path::Path;
 
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use weir_core::{KeyGroupRange, StateDescriptor, StateKind};
-
-use crate::timers::Timers;
-use crate::{
+use weir_state::ttl::is_expired;
+use weir_state::{
     KeyedStateBackend, NativeCheckpoint, NativeSnapshots, SnapshotWriter, StateError, StateIndex,
-    StateResult, StateSize, TimeDomain, Timer,
+    StateResult, StateSize, TimeDomain, Timer, Timers,
 };
 
 /// Writes buffered before they are applied as one batch.
@@ -132,7 +153,7 @@ impl RocksDbStateBackend {
                 .map_err(|e| fail(e.to_string()))?;
         }
         let mut b = Self::open_in(descriptors, range, dir)?;
-        crate::restore_snapshot(&mut b, timers).map_err(|e| fail(e.to_string()))?;
+        weir_state::restore_snapshot(&mut b, timers).map_err(|e| fail(e.to_string()))?;
         // Its state is charged from the start.
         b.measure();
         Ok(b)
@@ -161,12 +182,12 @@ impl RocksDbStateBackend {
                 else {
                     return rocksdb::compaction_filter::Decision::Keep;
                 };
-                let now = crate::ttl::now_ms();
+                let now = weir_core::now_ms();
                 let expired = match kind {
                     StateKind::List => decode_list(value)
                         .iter()
-                        .all(|item| crate::ttl::is_expired(item, ttl_ms, now)),
-                    _ => crate::ttl::is_expired(value, ttl_ms, now),
+                        .all(|item| is_expired(item, ttl_ms, now)),
+                    _ => is_expired(value, ttl_ms, now),
                 };
                 if expired {
                     rocksdb::compaction_filter::Decision::Remove
@@ -738,9 +759,22 @@ impl KeyedStateBackend for RocksDbStateBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{restore_snapshot, take_snapshot, MemoryStateBackend};
+    use weir_state::{restore_snapshot, take_snapshot, MemoryStateBackend};
 
-    use crate::test_descriptors as descriptors;
+    /// A value, a list and a map state (`v`, `l`, `m`), as `weir-state`'s backend tests use.
+    fn descriptors() -> Vec<StateDescriptor> {
+        let d = |name: &str, kind| StateDescriptor {
+            name: name.into(),
+            kind,
+            version: 1,
+            ttl: None,
+        };
+        vec![
+            d("v", StateKind::Value),
+            d("l", StateKind::List),
+            d("m", StateKind::Map),
+        ]
+    }
 
     #[test]
     fn size_grows_with_every_kind_of_write_past_flushes() {
