@@ -94,29 +94,47 @@ pub fn render<'a>(
     slots_used: u32,
     process: bool,
 ) -> String {
-    let mut records_in = Vec::new();
-    let mut records_out = Vec::new();
-    let mut rate_in = Vec::new();
-    let mut rate_out = Vec::new();
-    let mut lag = Vec::new();
-    let mut restarts = Vec::new();
-    let mut state = Vec::new();
-    let mut chk_completed = Vec::new();
-    let mut chk_failed = Vec::new();
-    let mut chk_duration = Vec::new();
-    let mut chk_size = Vec::new();
-    let mut backpressure = Vec::new();
-    let mut job_cpu = Vec::new();
-    let mut job_memory = Vec::new();
-    let mut tenant_cpu = Vec::new();
-    let mut tenant_memory = Vec::new();
+    let mut families = Families::default();
     for (t, cpu, memory) in tenants {
         let l: Labels = vec![("tenant".into(), label(t))];
-        tenant_cpu.push((l.clone(), cpu.as_secs_f64()));
-        tenant_memory.push((l, memory as f64));
+        families.tenant_cpu.push((l.clone(), cpu.as_secs_f64()));
+        families.tenant_memory.push((l, memory as f64));
     }
     let now = now_ms();
     for j in jobs {
+        families.add_job(j, now);
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(families.scrape(slots_total, slots_used, process)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+/// The samples of every metric family, gathered job by job.
+#[derive(Default)]
+struct Families {
+    records_in: Vec<(Labels, u64)>,
+    records_out: Vec<(Labels, u64)>,
+    rate_in: Vec<(Labels, f64)>,
+    rate_out: Vec<(Labels, f64)>,
+    lag: Vec<(Labels, f64)>,
+    restarts: Vec<(Labels, u64)>,
+    state: Vec<(Labels, f64)>,
+    chk_completed: Vec<(Labels, u64)>,
+    chk_failed: Vec<(Labels, u64)>,
+    chk_duration: Vec<(Labels, f64)>,
+    chk_size: Vec<(Labels, f64)>,
+    backpressure: Vec<(Labels, f64)>,
+    job_cpu: Vec<(Labels, f64)>,
+    job_memory: Vec<(Labels, f64)>,
+    tenant_cpu: Vec<(Labels, f64)>,
+    tenant_memory: Vec<(Labels, f64)>,
+}
+
+impl Families {
+    /// One job's samples (`now`: for the watermark lag).
+    fn add_job(&mut self, j: JobMetrics<'_>, now: i64) {
         let job: Labels = vec![
             ("job_id".into(), label(j.id)),
             ("job_name".into(), label(j.name)),
@@ -125,136 +143,138 @@ pub fn render<'a>(
         for s in JobState::ALL {
             let mut l = job.clone();
             l.push(("state".into(), s.name().into()));
-            state.push((l, if s == j.state { 1.0 } else { 0.0 }));
+            self.state.push((l, if s == j.state { 1.0 } else { 0.0 }));
         }
-        restarts.push((job.clone(), u64::from(j.restarts)));
-        job_cpu.push((job.clone(), j.guest_time.as_secs_f64()));
-        job_memory.push((job.clone(), j.guest_memory_bytes as f64));
-        chk_completed.push((job.clone(), j.checkpoints.completed));
-        chk_failed.push((job.clone(), j.checkpoints.failed));
+        self.restarts.push((job.clone(), u64::from(j.restarts)));
+        self.job_cpu.push((job.clone(), j.guest_time.as_secs_f64()));
+        self.job_memory
+            .push((job.clone(), j.guest_memory_bytes as f64));
+        self.chk_completed
+            .push((job.clone(), j.checkpoints.completed));
+        self.chk_failed.push((job.clone(), j.checkpoints.failed));
         if let Some(c) = &j.checkpoints.latest {
-            chk_duration.push((job.clone(), c.duration_ms as f64 / 1000.0));
-            chk_size.push((job.clone(), c.state_bytes as f64));
+            self.chk_duration
+                .push((job.clone(), c.duration_ms as f64 / 1000.0));
+            self.chk_size.push((job.clone(), c.state_bytes as f64));
         }
         for o in j.operators {
             let mut l = job.clone();
             l.push(("operator".into(), label(&o.uid)));
-            records_in.push((l.clone(), o.records_in));
-            records_out.push((l.clone(), o.records_out));
-            rate_in.push((l.clone(), o.records_in_per_second));
-            rate_out.push((l.clone(), o.records_out_per_second));
-            backpressure.push((l.clone(), o.backpressure));
+            self.records_in.push((l.clone(), o.records_in));
+            self.records_out.push((l.clone(), o.records_out));
+            self.rate_in.push((l.clone(), o.records_in_per_second));
+            self.rate_out.push((l.clone(), o.records_out_per_second));
+            self.backpressure.push((l.clone(), o.backpressure));
             if let Some(w) = o.watermark.filter(|_| !j.state.is_terminal()) {
-                lag.push((l, (now.saturating_sub(w)) as f64 / 1000.0));
+                self.lag.push((l, (now.saturating_sub(w)) as f64 / 1000.0));
             }
         }
     }
-    let scrape = Scrape {
-        counters: vec![
-            (
-                "weir_operator_records_in",
-                "Records an operator took in (current attempt).",
-                records_in,
-            ),
-            (
-                "weir_operator_records_out",
-                "Records an operator sent on (current attempt).",
-                records_out,
-            ),
-            (
-                "weir_job_restarts",
-                "Restarts after task failures.",
-                restarts,
-            ),
-            (
-                "weir_checkpoints_completed",
-                "Completed checkpoints.",
-                chk_completed,
-            ),
-            (
-                "weir_checkpoints_failed",
-                "Failed or expired checkpoints and savepoints.",
-                chk_failed,
-            ),
-        ],
-        gauges: vec![
-            (
-                "weir_operator_records_in_per_second",
-                "Records in per second, last interval.",
-                rate_in,
-            ),
-            (
-                "weir_operator_records_out_per_second",
-                "Records out per second, last interval.",
-                rate_out,
-            ),
-            (
-                "weir_operator_watermark_lag_seconds",
-                "Wall clock minus the operator's input watermark.",
-                lag,
-            ),
-            ("weir_job_state", "1 for the job's current state.", state),
-            (
-                "weir_operator_backpressure_ratio",
-                "Share of the last interval the operator's subtasks were blocked on full channels.",
-                backpressure,
-            ),
-            (
-                "weir_job_guest_cpu_seconds",
-                "Time the job's guests ran code, all attempts.",
-                job_cpu,
-            ),
-            (
-                "weir_job_guest_memory_bytes",
-                "Linear memory the job's guest instances hold.",
-                job_memory,
-            ),
-            (
-                "weir_tenant_guest_cpu_seconds",
-                "Time the tenant's guests ran code since the server started.",
-                tenant_cpu,
-            ),
-            (
-                "weir_tenant_guest_memory_bytes",
-                "Linear memory the tenant's running guest instances hold.",
-                tenant_memory,
-            ),
-            (
-                "weir_checkpoint_last_duration_seconds",
-                "Duration of the latest completed checkpoint.",
-                chk_duration,
-            ),
-            (
-                "weir_checkpoint_last_size_bytes",
-                "State bytes of the latest completed checkpoint.",
-                chk_size,
-            ),
-            (
-                "weir_slots_total",
-                "Task slots of the cluster (a tenant's view: those it may use).",
-                vec![(Vec::new(), f64::from(slots_total))],
-            ),
-            (
-                "weir_slots_used",
-                "Task slots held by jobs (a tenant's view: by its jobs).",
-                vec![(Vec::new(), f64::from(slots_used))],
-            ),
-            (
-                "weir_process_resident_memory_bytes",
-                "Resident memory of the server process (the admin's view only).",
-                if process {
-                    vec![(Vec::new(), rss_bytes() as f64)]
-                } else {
-                    Vec::new()
-                },
-            ),
-        ],
-    };
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(scrape));
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
-    out
+
+    /// The families with their help texts, and the cluster's own figures.
+    fn scrape(self, slots_total: u32, slots_used: u32, process: bool) -> Scrape {
+        Scrape {
+            counters: vec![
+                (
+                    "weir_operator_records_in",
+                    "Records an operator took in (current attempt).",
+                    self.records_in,
+                ),
+                (
+                    "weir_operator_records_out",
+                    "Records an operator sent on (current attempt).",
+                    self.records_out,
+                ),
+                (
+                    "weir_job_restarts",
+                    "Restarts after task failures.",
+                    self.restarts,
+                ),
+                (
+                    "weir_checkpoints_completed",
+                    "Completed checkpoints.",
+                    self.chk_completed,
+                ),
+                (
+                    "weir_checkpoints_failed",
+                    "Failed or expired checkpoints and savepoints.",
+                    self.chk_failed,
+                ),
+            ],
+            gauges: vec![
+                (
+                    "weir_operator_records_in_per_second",
+                    "Records in per second, last interval.",
+                    self.rate_in,
+                ),
+                (
+                    "weir_operator_records_out_per_second",
+                    "Records out per second, last interval.",
+                    self.rate_out,
+                ),
+                (
+                    "weir_operator_watermark_lag_seconds",
+                    "Wall clock minus the operator's input watermark.",
+                    self.lag,
+                ),
+                ("weir_job_state", "1 for the job's current state.", self.state),
+                (
+                    "weir_operator_backpressure_ratio",
+                    "Share of the last interval the operator's subtasks were blocked on full channels.",
+                    self.backpressure,
+                ),
+                (
+                    "weir_job_guest_cpu_seconds",
+                    "Time the job's guests ran code, all attempts.",
+                    self.job_cpu,
+                ),
+                (
+                    "weir_job_guest_memory_bytes",
+                    "Linear memory the job's guest instances hold.",
+                    self.job_memory,
+                ),
+                (
+                    "weir_tenant_guest_cpu_seconds",
+                    "Time the tenant's guests ran code since the server started.",
+                    self.tenant_cpu,
+                ),
+                (
+                    "weir_tenant_guest_memory_bytes",
+                    "Linear memory the tenant's running guest instances hold.",
+                    self.tenant_memory,
+                ),
+                (
+                    "weir_checkpoint_last_duration_seconds",
+                    "Duration of the latest completed checkpoint.",
+                    self.chk_duration,
+                ),
+                (
+                    "weir_checkpoint_last_size_bytes",
+                    "State bytes of the latest completed checkpoint.",
+                    self.chk_size,
+                ),
+                (
+                    "weir_slots_total",
+                    "Task slots of the cluster (a tenant's view: those it may use).",
+                    vec![(Vec::new(), f64::from(slots_total))],
+                ),
+                (
+                    "weir_slots_used",
+                    "Task slots held by jobs (a tenant's view: by its jobs).",
+                    vec![(Vec::new(), f64::from(slots_used))],
+                ),
+                (
+                    "weir_process_resident_memory_bytes",
+                    "Resident memory of the server process (the admin's view only).",
+                    if process {
+                        vec![(Vec::new(), rss_bytes() as f64)]
+                    } else {
+                        Vec::new()
+                    },
+                ),
+            ],
+        }
+    }
 }
 
 /// Resident memory of this process in bytes (0 where unknown).

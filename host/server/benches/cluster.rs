@@ -180,98 +180,109 @@ fn main() {
     // WEIR_BENCH_ONLY=hk runs only (h) and (k).
     let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_else(|_| "hijk".into());
     let run = |part: char| only.contains(part);
-
-    // (h) upload-to-RUNNING.
     if run('h') {
-        let server = Server::start(16, 30_000);
-        let mut latencies = Vec::new();
-        for i in 0..21 {
-            let started = Instant::now();
-            let component = server.upload(TENANT, "benchmarks");
-            let uploaded = started.elapsed().as_secs_f64() * 1e3;
-            let id = server.submit(TENANT, idle_job(&component));
-            server.wait(TENANT, &id, &["RUNNING"]);
-            let ms = started.elapsed().as_secs_f64() * 1e3;
-            if i == 0 {
-                println!(
-                    "(h) upload-to-RUNNING, first: {ms:.1} ms (the upload, which checks and \
-                     compiles the 210 KB component: {uploaded:.1} ms; submit to RUNNING: {:.1} ms)",
-                    ms - uploaded
-                );
-            } else {
-                latencies.push(ms);
-            }
-            server.cancel(TENANT, &id);
-            server.wait(TENANT, &id, &["CANCELED"]);
-        }
-        println!(
-            "(h) upload-to-RUNNING, median of 20 later ones: {:.1} ms (min {:.1}, max {:.1})",
-            median(latencies.clone()),
-            latencies.iter().cloned().fold(f64::MAX, f64::min),
-            latencies.iter().cloned().fold(0.0, f64::max)
-        );
-        drop(server);
+        upload_to_running();
     }
-
-    // (i) idle jobs.
     if run('i') {
-        let server = Server::start(n_jobs as u32, 30_000);
-        let component = server.upload(TENANT, "benchmarks");
-        let before = server.rss_mib();
+        idle_jobs(n_jobs);
+    }
+    if run('j') {
+        run_and_cancel(n_jobs);
+    }
+    if run('k') {
+        beside_hostile_guests(scale);
+    }
+}
+
+/// (h) upload-to-RUNNING.
+fn upload_to_running() {
+    let server = Server::start(16, 30_000);
+    let mut latencies = Vec::new();
+    for i in 0..21 {
         let started = Instant::now();
-        let ids: Vec<String> = (0..n_jobs)
-            .map(|_| server.submit(TENANT, idle_job(&component)))
-            .collect();
-        for id in &ids {
-            server.wait(TENANT, id, &["RUNNING"]);
+        let component = server.upload(TENANT, "benchmarks");
+        let uploaded = started.elapsed().as_secs_f64() * 1e3;
+        let id = server.submit(TENANT, idle_job(&component));
+        server.wait(TENANT, &id, &["RUNNING"]);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            println!(
+                "(h) upload-to-RUNNING, first: {ms:.1} ms (the upload, which checks and \
+                 compiles the 210 KB component: {uploaded:.1} ms; submit to RUNNING: {:.1} ms)",
+                ms - uploaded
+            );
+        } else {
+            latencies.push(ms);
         }
-        std::thread::sleep(Duration::from_secs(2));
-        let rss = server.rss_mib();
-        println!(
+        server.cancel(TENANT, &id);
+        server.wait(TENANT, &id, &["CANCELED"]);
+    }
+    println!(
+        "(h) upload-to-RUNNING, median of 20 later ones: {:.1} ms (min {:.1}, max {:.1})",
+        median(latencies.clone()),
+        latencies.iter().cloned().fold(f64::MAX, f64::min),
+        latencies.iter().cloned().fold(0.0, f64::max)
+    );
+    drop(server);
+}
+
+/// (i) idle jobs.
+fn idle_jobs(n_jobs: usize) {
+    let server = Server::start(n_jobs as u32, 30_000);
+    let component = server.upload(TENANT, "benchmarks");
+    let before = server.rss_mib();
+    let started = Instant::now();
+    let ids: Vec<String> = (0..n_jobs)
+        .map(|_| server.submit(TENANT, idle_job(&component)))
+        .collect();
+    for id in &ids {
+        server.wait(TENANT, id, &["RUNNING"]);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = server.rss_mib();
+    println!(
         "(i) {n_jobs} idle jobs RUNNING after {:.1} s: server RSS {rss:.0} MiB ({before:.0} MiB \
-         before the first; {:.2} MiB per job)",
+     before the first; {:.2} MiB per job)",
         started.elapsed().as_secs_f64(),
         (rss - before) / n_jobs as f64
     );
-        for id in &ids {
-            server.cancel(TENANT, id);
-        }
-        for id in &ids {
-            server.wait(TENANT, id, &["CANCELED"]);
-        }
-        drop(server);
+    for id in &ids {
+        server.cancel(TENANT, id);
     }
+    for id in &ids {
+        server.wait(TENANT, id, &["CANCELED"]);
+    }
+    drop(server);
+}
 
-    // (j) run and cancel, n_jobs times.
-    if run('j') {
-        let server = Server::start(4, 30_000);
-        let mut after_100 = 0.0;
-        let started = Instant::now();
-        for i in 1..=n_jobs {
-            let component = server.upload(TENANT, "benchmarks");
-            let id = server.submit(TENANT, idle_job(&component));
-            server.wait(TENANT, &id, &["RUNNING"]);
-            server.cancel(TENANT, &id);
-            server.wait(TENANT, &id, &["CANCELED"]);
-            if i == n_jobs / 10 {
-                after_100 = server.rss_mib();
-            }
+/// (j) run and cancel, `n_jobs` times.
+fn run_and_cancel(n_jobs: usize) {
+    let server = Server::start(4, 30_000);
+    let mut after_100 = 0.0;
+    let started = Instant::now();
+    for i in 1..=n_jobs {
+        let component = server.upload(TENANT, "benchmarks");
+        let id = server.submit(TENANT, idle_job(&component));
+        server.wait(TENANT, &id, &["RUNNING"]);
+        server.cancel(TENANT, &id);
+        server.wait(TENANT, &id, &["CANCELED"]);
+        if i == n_jobs / 10 {
+            after_100 = server.rss_mib();
         }
-        let after_all = server.rss_mib();
-        println!(
-        "(j) upload+run+cancel x{n_jobs} in {:.1} s: RSS after {}: {after_100:.1} MiB, after {n_jobs}: \
-         {after_all:.1} MiB (ratio {:.3})",
-        started.elapsed().as_secs_f64(),
-        n_jobs / 10,
-        after_all / after_100
-    );
-        drop(server);
     }
+    let after_all = server.rss_mib();
+    println!(
+    "(j) upload+run+cancel x{n_jobs} in {:.1} s: RSS after {}: {after_100:.1} MiB, after {n_jobs}: \
+     {after_all:.1} MiB (ratio {:.3})",
+    started.elapsed().as_secs_f64(),
+    n_jobs / 10,
+    after_all / after_100
+);
+    drop(server);
+}
 
-    // (k) a neighbour's throughput, alone and beside hostile guests.
-    if !run('k') {
-        return;
-    }
+/// (k) a neighbour's throughput, alone and beside hostile guests.
+fn beside_hostile_guests(scale: f64) {
     let count = ((3_000_000.0 * scale) as u64).max(300_000);
     // The default call deadline (30 s): looping guests loop that long, then restart.
     let server = Server::start(16, 30_000);

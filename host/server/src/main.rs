@@ -11,7 +11,7 @@ mod client;
 mod scaffold;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -289,7 +289,7 @@ pub(crate) fn parse_arg(s: &str) -> Result<(String, String), String> {
 
 fn load(
     runtime: &Runtime,
-    path: &PathBuf,
+    path: &Path,
 ) -> anyhow::Result<std::sync::Arc<weir_runtime::JobComponent>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     runtime
@@ -306,122 +306,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             call_timeout,
             max_call_output_mib,
             durable,
-        } => {
-            if !(call_timeout > 0.0 && call_timeout.is_finite()) {
-                bail!("--call-timeout must be a positive number of seconds");
-            }
-            let runtime = Runtime::new(RuntimeConfig {
-                max_instance_memory: max_memory_mib << 20,
-                call_timeout: Duration::from_secs_f64(call_timeout),
-                max_call_output: max_call_output_mib << 20,
-                ..RuntimeConfig::default()
-            })?;
-            let component = load(&runtime, &component)?;
-            let mut options = JobOptions::new(job.parallelism);
-            options.args = job.args;
-            let drain = durable.drain;
-            durable.apply(&mut options)?;
-            let (handle, link) = JobLink::new();
-            let savepoints = options.savepoint_dir.is_some();
-            // Ctrl-C or SIGTERM: stop with a savepoint when a savepoint directory is set
-            // (a second one cancels), otherwise cancel.
-            let stopping = AtomicBool::new(false);
-            let on_signal = handle.clone();
-            ctrlc::set_handler(move || {
-                if savepoints && !stopping.swap(true, Ordering::Relaxed) {
-                    eprintln!("stopping with a savepoint (again to cancel)");
-                    on_signal.send(JobCommand::Stop { drain });
-                } else {
-                    on_signal.send(JobCommand::Cancel);
-                }
-            })
-            .context("cannot install the Ctrl-C handler")?;
-            let (events_tx, events) = crossbeam_channel::unbounded();
-            let link = link.with_events(events_tx);
-            if savepoints {
-                // SIGUSR1: a savepoint, and the job goes on.
-                let mut signals =
-                    signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
-                        .context("cannot install the SIGUSR1 handler")?;
-                std::thread::spawn(move || {
-                    for _ in signals.forever() {
-                        handle.send(JobCommand::Savepoint);
-                    }
-                });
-            }
-            std::thread::spawn(move || {
-                for event in events {
-                    if let JobEvent::Snapshot(s) = event {
-                        if s.savepoint {
-                            eprintln!("savepoint taken: {}", s.location);
-                        }
-                    }
-                }
-            });
-            match run_job(&component, &options, link) {
-                Ok(summary) => {
-                    eprint!("{summary}");
-                    if let Some(s) = &summary.savepoint {
-                        println!("savepoint: {s}");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(JobError::Cancelled) => {
-                    eprintln!("job cancelled");
-                    Ok(ExitCode::from(130))
-                }
-                Err(e) => Err(anyhow::Error::new(e).context("the job failed")),
-            }
-        }
-        Command::Plan { component, job } => {
-            let runtime = Runtime::new(RuntimeConfig::default())?;
-            let component = load(&runtime, &component)?;
-            let graph = component.plan(&job.args, job.parallelism)?;
-            println!(
-                "job '{}' (max parallelism {})",
-                graph.name, graph.max_parallelism
-            );
-            for (i, n) in graph.nodes.iter().enumerate() {
-                println!(
-                    "  [{i}] {} ({}) {:?} parallelism {}",
-                    n.uid,
-                    n.name,
-                    kind(&n.kind),
-                    n.parallelism
-                );
-            }
-            for e in &graph.edges {
-                println!(
-                    "  {} -> {} {:?}{}",
-                    graph.nodes[e.source].uid,
-                    graph.nodes[e.target].uid,
-                    e.partitioning,
-                    e.side_output
-                        .as_deref()
-                        .map(|s| format!(" (side output '{s}')"))
-                        .unwrap_or_default()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Checkpoints { dir, job_id } => {
-            let job_dir = weir_checkpoint::Storage::open(&dir)?.child(&job_id);
-            let (complete, _) = weir_checkpoint::list_checkpoints(&job_dir)?;
-            for id in complete {
-                let chk = weir_checkpoint::checkpoint_dir(&job_dir, id);
-                match weir_checkpoint::read_metadata(&chk) {
-                    Ok(m) => println!(
-                        "chk-{id}  {}  backend {}  {} operators{}",
-                        chk.url(),
-                        m.backend,
-                        m.operators.len(),
-                        if m.finished { "  (job finished)" } else { "" }
-                    ),
-                    Err(e) => println!("chk-{id}  unreadable: {e}"),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => run_local(
+            &component,
+            job,
+            max_memory_mib,
+            call_timeout,
+            max_call_output_mib,
+            *durable,
+        ),
+        Command::Plan { component, job } => print_plan(&component, job),
+        Command::Checkpoints { dir, job_id } => list_checkpoints(&dir, &job_id),
         Command::Serve { config } => {
             serve::serve(config)?;
             Ok(ExitCode::SUCCESS)
@@ -483,6 +377,134 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `weir run`: one job in this process, steered by signals.
+fn run_local(
+    component: &Path,
+    job: JobArgs,
+    max_memory_mib: usize,
+    call_timeout: f64,
+    max_call_output_mib: usize,
+    durable: DurableArgs,
+) -> anyhow::Result<ExitCode> {
+    if !(call_timeout > 0.0 && call_timeout.is_finite()) {
+        bail!("--call-timeout must be a positive number of seconds");
+    }
+    let runtime = Runtime::new(RuntimeConfig {
+        max_instance_memory: max_memory_mib << 20,
+        call_timeout: Duration::from_secs_f64(call_timeout),
+        max_call_output: max_call_output_mib << 20,
+        ..RuntimeConfig::default()
+    })?;
+    let component = load(&runtime, component)?;
+    let mut options = JobOptions::new(job.parallelism);
+    options.args = job.args;
+    let drain = durable.drain;
+    durable.apply(&mut options)?;
+    let (handle, link) = JobLink::new();
+    let savepoints = options.savepoint_dir.is_some();
+    // Ctrl-C or SIGTERM: stop with a savepoint when a savepoint directory is set
+    // (a second one cancels), otherwise cancel.
+    let stopping = AtomicBool::new(false);
+    let on_signal = handle.clone();
+    ctrlc::set_handler(move || {
+        if savepoints && !stopping.swap(true, Ordering::Relaxed) {
+            eprintln!("stopping with a savepoint (again to cancel)");
+            on_signal.send(JobCommand::Stop { drain });
+        } else {
+            on_signal.send(JobCommand::Cancel);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let link = link.with_events(events_tx);
+    if savepoints {
+        // SIGUSR1: a savepoint, and the job goes on.
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
+            .context("cannot install the SIGUSR1 handler")?;
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                handle.send(JobCommand::Savepoint);
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        for event in events {
+            if let JobEvent::Snapshot(s) = event {
+                if s.savepoint {
+                    eprintln!("savepoint taken: {}", s.location);
+                }
+            }
+        }
+    });
+    match run_job(&component, &options, link) {
+        Ok(summary) => {
+            eprint!("{summary}");
+            if let Some(s) = &summary.savepoint {
+                println!("savepoint: {s}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(JobError::Cancelled) => {
+            eprintln!("job cancelled");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("the job failed")),
+    }
+}
+
+/// `weir plan`: the job graph a component describes.
+fn print_plan(component: &Path, job: JobArgs) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let component = load(&runtime, component)?;
+    let graph = component.plan(&job.args, job.parallelism)?;
+    println!(
+        "job '{}' (max parallelism {})",
+        graph.name, graph.max_parallelism
+    );
+    for (i, n) in graph.nodes.iter().enumerate() {
+        println!(
+            "  [{i}] {} ({}) {:?} parallelism {}",
+            n.uid,
+            n.name,
+            kind(&n.kind),
+            n.parallelism
+        );
+    }
+    for e in &graph.edges {
+        println!(
+            "  {} -> {} {:?}{}",
+            graph.nodes[e.source].uid,
+            graph.nodes[e.target].uid,
+            e.partitioning,
+            e.side_output
+                .as_deref()
+                .map(|s| format!(" (side output '{s}')"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir checkpoints`: the completed checkpoints of a job.
+fn list_checkpoints(dir: &str, job_id: &str) -> anyhow::Result<ExitCode> {
+    let job_dir = weir_checkpoint::Storage::open(dir)?.child(job_id);
+    let (complete, _) = weir_checkpoint::list_checkpoints(&job_dir)?;
+    for id in complete {
+        let chk = weir_checkpoint::checkpoint_dir(&job_dir, id);
+        match weir_checkpoint::read_metadata(&chk) {
+            Ok(m) => println!(
+                "chk-{id}  {}  backend {}  {} operators{}",
+                chk.url(),
+                m.backend,
+                m.operators.len(),
+                if m.finished { "  (job finished)" } else { "" }
+            ),
+            Err(e) => println!("chk-{id}  unreadable: {e}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn kind(k: &weir_core::NodeKind) -> String {
