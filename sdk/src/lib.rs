@@ -53,6 +53,8 @@
 mod codec;
 pub mod connectors;
 mod error;
+#[cfg(test)]
+mod golden_frames;
 mod guest;
 pub mod process;
 mod runtime;

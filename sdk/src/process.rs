@@ -25,6 +25,8 @@
 
 use std::marker::PhantomData;
 
+use weir_frame::TimerOpKind;
+
 use crate::codec::{decode_postcard, encode_postcard, Data};
 use crate::runtime::{BoxOp, Failure, Op, OpResult, RunCx, SideOutputs, TimeDomain};
 use crate::state::{ListState, MapState, StateDescriptor, StateKind, ValueState};
@@ -200,22 +202,30 @@ impl<'c, 'a, K: Data, O: Data> Context<'c, 'a, K, O> {
     /// Fires `on_timer` for the current key when the watermark reaches `ts`. Registering
     /// the same timestamp twice fires once.
     pub fn register_event_time_timer(&mut self, ts: i64) -> Result<()> {
-        self.cx.timer_op(0, ts).map_err(Error::msg)
+        self.cx
+            .timer_op(TimerOpKind::RegisterEventTime, ts)
+            .map_err(Error::msg)
     }
 
     /// Removes an event-time timer of the current key.
     pub fn delete_event_time_timer(&mut self, ts: i64) -> Result<()> {
-        self.cx.timer_op(1, ts).map_err(Error::msg)
+        self.cx
+            .timer_op(TimerOpKind::DeleteEventTime, ts)
+            .map_err(Error::msg)
     }
 
     /// Fires `on_timer` for the current key when processing time reaches `ts`.
     pub fn register_processing_time_timer(&mut self, ts: i64) -> Result<()> {
-        self.cx.timer_op(2, ts).map_err(Error::msg)
+        self.cx
+            .timer_op(TimerOpKind::RegisterProcessingTime, ts)
+            .map_err(Error::msg)
     }
 
     /// Removes a processing-time timer of the current key.
     pub fn delete_processing_time_timer(&mut self, ts: i64) -> Result<()> {
-        self.cx.timer_op(3, ts).map_err(Error::msg)
+        self.cx
+            .timer_op(TimerOpKind::DeleteProcessingTime, ts)
+            .map_err(Error::msg)
     }
 }
 

@@ -1,15 +1,18 @@
 //! The guest half of a task: a chain of operator instances, driven by frames from the host.
 //!
 //! Records move between chained operators as typed Rust values (no encoding); they are
-//! encoded only where they leave the chain. Frame layouts: `host/docs/design/0001-wit-contract.md`.
+//! encoded only where they leave the chain. Frames are read and written through the
+//! `weir-frame` crate, which owns their layouts (`wit/frames/README.md`).
 
 use std::any::Any;
 
+use weir_frame::{
+    on_timers_frame, process_frame, write_output_record, Counted, Entry, FrameError, KeyedFrame,
+    StateWrite, TimerOp, TimerOpKind, WriteWith,
+};
+
 use crate::codec::{Data, Decode, Encode};
 use crate::state::{StateDescriptor, StateKind};
-
-pub(crate) const NONE32: u32 = u32::MAX;
-pub(crate) const NO_TS: i64 = i64::MIN;
 
 /// A failure of one operator, reported to the host with its uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,24 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
+impl From<weir_frame::TimeDomain> for TimeDomain {
+    fn from(d: weir_frame::TimeDomain) -> Self {
+        match d {
+            weir_frame::TimeDomain::EventTime => TimeDomain::EventTime,
+            weir_frame::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+        }
+    }
+}
+
+impl From<TimeDomain> for weir_frame::TimeDomain {
+    fn from(d: TimeDomain) -> Self {
+        match d {
+            TimeDomain::EventTime => weir_frame::TimeDomain::EventTime,
+            TimeDomain::ProcessingTime => weir_frame::TimeDomain::ProcessingTime,
+        }
+    }
+}
+
 /// List and map state, which stay in the host and are reached by a call each.
 pub(crate) trait StateAccess {
     fn list_get(&mut self, state: u32, key: &[u8]) -> Vec<Vec<u8>>;
@@ -59,113 +80,62 @@ pub(crate) trait StateAccess {
     fn map_clear(&mut self, state: u32, key: &[u8]);
 }
 
-/// A bounds-checked reader over a host frame.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| format!("frame from the host truncated at byte {}", self.pos))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    pub(crate) fn position(&self) -> usize {
-        self.pos
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    pub(crate) fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
-    }
-
-    pub(crate) fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
-    }
-
-    /// Length-prefixed bytes as a range into the frame, or `None` for NONE32.
-    pub(crate) fn opt_range(&mut self) -> Result<Option<(u32, u32)>, String> {
-        match self.u32()? {
-            NONE32 => Ok(None),
-            n => {
-                let start = self.pos as u32;
-                self.take(n as usize)?;
-                Ok(Some((start, n)))
-            }
-        }
-    }
-
-    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()?;
-        if n == NONE32 {
-            return Err(format!("missing bytes at byte {}", self.pos));
-        }
-        self.take(n as usize)
-    }
-}
-
 /// The current value of one value-state slot.
 #[derive(Debug, Clone, Copy)]
-enum Slot {
+enum Slot<'a> {
     Absent,
-    /// Prefetched: a range of the host's frame.
-    InFrame(u32, u32),
+    /// Prefetched: borrowed from the host's frame.
+    InFrame(&'a [u8]),
     /// Written in this call: a range of the key table's arena.
     Written(u32, u32),
     Cleared,
 }
 
-/// The keys of one call and their prefetched value state.
+/// The keys of one call and their prefetched value state, borrowed from the host's frame.
 #[derive(Debug, Default)]
-pub(crate) struct KeyTable {
-    keys: Vec<(u32, u32)>,
-    slots: Vec<Slot>,
+pub(crate) struct KeyTable<'a> {
+    keys: Vec<&'a [u8]>,
+    slots: Vec<Slot<'a>>,
     values: usize,
     /// Values written in this call, back to back (no allocation per write).
     arena: Vec<u8>,
 }
 
-impl KeyTable {
-    fn parse(r: &mut Reader<'_>, values: usize) -> Result<KeyTable, String> {
-        let n = r.u32()? as usize;
+impl<'a> KeyTable<'a> {
+    /// Indexes the key table of `frame`; returns it with the records or timers after it.
+    pub(crate) fn read<E: Entry<'a>>(
+        mut frame: KeyedFrame<'a, E>,
+        values: usize,
+    ) -> Result<(KeyTable<'a>, Counted<'a, E>), FrameError> {
+        let n = frame.key_count() as usize;
         let mut keys = Vec::with_capacity(n.min(1 << 16));
         let mut slots = Vec::with_capacity((n * values).min(1 << 16));
-        for _ in 0..n {
-            keys.push(r.opt_range()?.ok_or("a key in the key table is missing")?);
-            for _ in 0..values {
-                slots.push(match r.opt_range()? {
-                    Some((s, l)) => Slot::InFrame(s, l),
-                    None => Slot::Absent,
-                });
-            }
+        for entry in &mut frame {
+            let entry = entry?;
+            keys.push(entry.key);
+            slots.extend(entry.values.map(|v| v.map_or(Slot::Absent, Slot::InFrame)));
         }
-        Ok(KeyTable {
-            keys,
-            slots,
-            values,
-            arena: Vec::new(),
-        })
+        let entries = frame.entries()?;
+        Ok((
+            KeyTable {
+                keys,
+                slots,
+                values,
+                arena: Vec::new(),
+            },
+            entries,
+        ))
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
 /// Everything an operator sees during one call.
 pub(crate) struct RunCx<'a> {
-    pub frame: &'a [u8],
-    pub keys: KeyTable,
+    pub keys: KeyTable<'a>,
     pub key: Option<u32>,
     pub ts: Option<i64>,
     pub watermark: i64,
@@ -180,9 +150,8 @@ pub(crate) struct RunCx<'a> {
 }
 
 impl<'a> RunCx<'a> {
-    pub(crate) fn new(frame: &'a [u8], state: &'a mut dyn StateAccess) -> Self {
+    pub(crate) fn new(state: &'a mut dyn StateAccess) -> Self {
         RunCx {
-            frame,
             keys: KeyTable::default(),
             key: None,
             ts: None,
@@ -197,15 +166,14 @@ impl<'a> RunCx<'a> {
     }
 
     pub(crate) fn key_bytes(&self) -> Option<&'a [u8]> {
-        let (s, l) = self.keys.keys[self.key? as usize];
-        Some(&self.frame[s as usize..(s + l) as usize])
+        Some(self.keys.keys[self.key? as usize])
     }
 
     pub(crate) fn value_slot(&self, slot: usize) -> Option<&[u8]> {
         let key = self.key? as usize;
         match self.keys.slots[key * self.keys.values + slot] {
             Slot::Absent | Slot::Cleared => None,
-            Slot::InFrame(s, l) => Some(&self.frame[s as usize..(s + l) as usize]),
+            Slot::InFrame(v) => Some(v),
             Slot::Written(s, l) => Some(&self.keys.arena[s as usize..(s + l) as usize]),
         }
     }
@@ -229,31 +197,27 @@ impl<'a> RunCx<'a> {
         }
     }
 
-    pub(crate) fn timer_op(&mut self, op: u8, ts: i64) -> Result<(), String> {
+    pub(crate) fn timer_op(&mut self, kind: TimerOpKind, ts: i64) -> Result<(), String> {
         let key = self.key.ok_or("timers need a keyed stream (use key_by)")?;
-        self.timer_ops.push(op);
-        self.timer_ops.extend_from_slice(&key.to_le_bytes());
-        self.timer_ops.extend_from_slice(&ts.to_le_bytes());
+        TimerOp {
+            kind,
+            key_index: key,
+            timestamp: ts,
+        }
+        .write(&mut self.timer_ops);
         Ok(())
     }
 
-    /// Writes one output record: edge, timestamp, key (written by `key`), value.
+    /// Writes one output record: edge, timestamp, key (written by `key`), value, each
+    /// encoded in place.
     pub(crate) fn write_record(&mut self, edge: u32, key: Option<WriteFn<'_>>, value: WriteFn<'_>) {
-        let out = &mut self.out;
-        out.extend_from_slice(&edge.to_le_bytes());
-        out.extend_from_slice(&self.ts.unwrap_or(NO_TS).to_le_bytes());
-        for part in [key, Some(value)] {
-            match part {
-                None => out.extend_from_slice(&NONE32.to_le_bytes()),
-                Some(write) => {
-                    let at = out.len();
-                    out.extend_from_slice(&[0; 4]);
-                    write(out);
-                    let len = (out.len() - at - 4) as u32;
-                    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
-                }
-            }
-        }
+        write_output_record(
+            &mut self.out,
+            edge,
+            self.ts,
+            key.map(WriteWith),
+            WriteWith(value),
+        );
     }
 
     /// The state-writes frame for every value slot written in this call.
@@ -268,17 +232,12 @@ impl<'a> RunCx<'a> {
                 Slot::Cleared => None,
                 Slot::Absent | Slot::InFrame(..) => continue,
             };
-            let key = (i / self.keys.values) as u32;
-            let state = value_states[i % self.keys.values];
-            w.extend_from_slice(&key.to_le_bytes());
-            w.extend_from_slice(&state.to_le_bytes());
-            match value {
-                Some(b) => {
-                    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                    w.extend_from_slice(b);
-                }
-                None => w.extend_from_slice(&NONE32.to_le_bytes()),
+            StateWrite {
+                key_index: (i / self.keys.values) as u32,
+                state_index: value_states[i % self.keys.values],
+                value,
             }
+            .write(&mut w);
         }
         w
     }
@@ -601,8 +560,12 @@ impl Chain {
         }
     }
 
-    fn host_error(&self, message: String) -> Failure {
+    fn host_error(&self, message: impl std::fmt::Display) -> Failure {
         Failure::new(&self.head_uid, message)
+    }
+
+    fn bad_frame(&self, e: FrameError) -> Failure {
+        self.host_error(format_args!("{e} (from the host)"))
     }
 
     pub(crate) fn process(
@@ -613,27 +576,24 @@ impl Chain {
         state: &mut dyn StateAccess,
         unrouted: Option<&mut Kept>,
     ) -> Result<CallResult, Failure> {
-        let mut r = Reader::new(frame);
-        let keys =
-            KeyTable::parse(&mut r, self.value_states.len()).map_err(|e| self.host_error(e))?;
-        let mut cx = RunCx::new(frame, state);
+        let values = self.value_states.len();
+        let (keys, records) = process_frame(frame, values)
+            .and_then(|f| KeyTable::read(f, values))
+            .map_err(|e| self.bad_frame(e))?;
+        let mut cx = RunCx::new(state);
         cx.keys = keys;
         cx.watermark = watermark;
         cx.processing_time = processing_time;
         cx.unrouted = unrouted;
         cx.out.reserve(frame.len());
-        let n = r.u32().map_err(|e| self.host_error(e))?;
-        for _ in 0..n {
-            let edge = r.u32().map_err(|e| self.host_error(e))?;
-            let ts = r.i64().map_err(|e| self.host_error(e))?;
-            let key = r.u32().map_err(|e| self.host_error(e))?;
-            let bytes = r.bytes().map_err(|e| self.host_error(e))?;
-            if key != NONE32 && key as usize >= cx.keys.keys.len() {
+        for record in records {
+            let record = record.map_err(|e| self.bad_frame(e))?;
+            if let Some(key) = record.key_index.filter(|&k| k as usize >= cx.keys.len()) {
                 return Err(self.host_error(format!("key index {key} out of range")));
             }
-            cx.key = (key != NONE32).then_some(key);
-            cx.ts = (ts != NO_TS).then_some(ts);
-            self.head.record(edge, bytes, &mut cx)?;
+            cx.key = record.key_index;
+            cx.ts = record.timestamp;
+            self.head.record(record.edge, record.value, &mut cx)?;
         }
         self.head.end_of_call(&mut cx)?;
         Ok(self.finish_call(cx))
@@ -647,30 +607,26 @@ impl Chain {
         state: &mut dyn StateAccess,
         unrouted: Option<&mut Kept>,
     ) -> Result<CallResult, Failure> {
-        let mut r = Reader::new(frame);
-        let keys =
-            KeyTable::parse(&mut r, self.value_states.len()).map_err(|e| self.host_error(e))?;
-        let mut cx = RunCx::new(frame, state);
+        let values = self.value_states.len();
+        let (keys, timers) = on_timers_frame(frame, values)
+            .and_then(|f| KeyTable::read(f, values))
+            .map_err(|e| self.bad_frame(e))?;
+        let mut cx = RunCx::new(state);
         cx.keys = keys;
         cx.watermark = watermark;
         cx.processing_time = processing_time;
         cx.unrouted = unrouted;
-        let n = r.u32().map_err(|e| self.host_error(e))?;
-        for _ in 0..n {
-            let key = r.u32().map_err(|e| self.host_error(e))?;
-            // The host writes 0 or 1 (`weir_core::frame`); anything else is a broken frame.
-            let domain = match r.u8().map_err(|e| self.host_error(e))? {
-                0 => TimeDomain::EventTime,
-                1 => TimeDomain::ProcessingTime,
-                other => return Err(self.host_error(format!("unknown timer domain {other}"))),
-            };
-            let ts = r.i64().map_err(|e| self.host_error(e))?;
-            if key as usize >= cx.keys.keys.len() {
+        for timer in timers {
+            // A domain byte other than 0 or 1 is a malformed frame (`weir_frame::Timer`).
+            let timer = timer.map_err(|e| self.bad_frame(e))?;
+            let key = timer.key_index;
+            if key as usize >= cx.keys.len() {
                 return Err(self.host_error(format!("timer key index {key} out of range")));
             }
+            let domain = TimeDomain::from(timer.domain);
             cx.key = Some(key);
-            cx.ts = (domain == TimeDomain::EventTime).then_some(ts);
-            self.head.timer(domain, ts, &mut cx)?;
+            cx.ts = (domain == TimeDomain::EventTime).then_some(timer.timestamp);
+            self.head.timer(domain, timer.timestamp, &mut cx)?;
         }
         self.head.end_of_call(&mut cx)?;
         Ok(self.finish_call(cx))
@@ -685,7 +641,7 @@ impl Chain {
         state: &mut dyn StateAccess,
         unrouted: Option<&mut Kept>,
     ) -> Result<(CallResult, bool), Failure> {
-        let mut cx = RunCx::new(&[], state);
+        let mut cx = RunCx::new(state);
         cx.watermark = watermark;
         cx.processing_time = processing_time;
         cx.unrouted = unrouted;
@@ -706,7 +662,7 @@ impl Chain {
         state: &mut dyn StateAccess,
         unrouted: Option<&mut Kept>,
     ) -> Result<CallResult, Failure> {
-        let mut cx = RunCx::new(&[], state);
+        let mut cx = RunCx::new(state);
         cx.watermark = watermark;
         cx.processing_time = processing_time;
         cx.unrouted = unrouted;

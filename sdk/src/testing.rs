@@ -38,9 +38,14 @@
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 
+use weir_frame::{
+    output_records, state_writes, timer_ops, write_key, write_keyed_frame, write_value, Entry,
+    FrameError, ProcessRecord, Timer,
+};
+
 use crate::codec::{decode_postcard, encode_postcard, Data, SinkFormat};
 use crate::guest::{build_graph, open_chain, to_wit_plan};
-use crate::runtime::{BoxOp, CallResult, Chain, Kept, Reader, RunCx, StateAccess, NONE32, NO_TS};
+use crate::runtime::{BoxOp, CallResult, Chain, Kept, RunCx, StateAccess, TimeDomain};
 use crate::state::{StateDescriptor, StateKind, ValueState};
 use crate::stream::OutputTag;
 use crate::stream::{DataStream, NodeKindDef, StreamEnv};
@@ -79,7 +84,7 @@ type MapStates = BTreeMap<(u32, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// State the harness keeps in place of the host.
 #[derive(Default)]
-struct NativeState {
+pub(crate) struct NativeState {
     values: BTreeMap<(u32, Vec<u8>), Vec<u8>>,
     lists: BTreeMap<(u32, Vec<u8>), Vec<Vec<u8>>>,
     maps: MapStates,
@@ -134,25 +139,11 @@ pub struct Harness<I> {
     input: BoxOp<I>,
     states: Vec<StateDescriptor>,
     state: NativeState,
-    /// (timestamp, domain: 0 event / 1 processing, key)
-    timers: BTreeSet<(i64, u8, Vec<u8>)>,
+    /// (timestamp, domain, key)
+    timers: BTreeSet<(i64, TimeDomain, Vec<u8>)>,
     watermark: i64,
     processing_time: i64,
     output: Kept,
-}
-
-fn put_u32(b: &mut Vec<u8>, v: u32) {
-    b.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_opt(b: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        Some(v) => {
-            put_u32(b, v.len() as u32);
-            b.extend_from_slice(v);
-        }
-        None => put_u32(b, NONE32),
-    }
 }
 
 impl<I: Data> Harness<I> {
@@ -220,55 +211,76 @@ impl<I: Data> Harness<I> {
         Chain::value_slots(&self.states)
     }
 
-    fn key_table(&self, keys: &[Vec<u8>], frame: &mut Vec<u8>) {
-        put_u32(frame, keys.len() as u32);
+    /// A `process` or `on-timers` frame: the key table of `keys` with their value state as
+    /// the host would prefetch it, then `body` (`count` entries).
+    fn keyed_frame(&self, keys: &[Vec<u8>], count: u32, body: &[u8]) -> Vec<u8> {
+        let mut table = Vec::new();
         for k in keys {
-            put_opt(frame, Some(k));
+            write_key(&mut table, k);
             for s in self.value_slots() {
                 let v = self.state.values.get(&(s, k.clone()));
-                put_opt(frame, v.map(Vec::as_slice));
+                write_value(&mut table, v.map(Vec::as_slice));
             }
         }
+        let mut frame = Vec::new();
+        write_keyed_frame(&mut frame, keys.len() as u32, &table, count, body);
+        frame
+    }
+
+    /// The `on-timers` frame for `due` and its keys.
+    fn timers_frame(&self, due: &[(i64, TimeDomain, Vec<u8>)]) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut body = Vec::new();
+        for (ts, domain, key) in due {
+            let k = match keys.iter().position(|k| k == key) {
+                Some(k) => k,
+                None => {
+                    keys.push(key.clone());
+                    keys.len() - 1
+                }
+            };
+            Timer {
+                key_index: k as u32,
+                domain: (*domain).into(),
+                timestamp: *ts,
+            }
+            .write(&mut body);
+        }
+        let frame = self.keyed_frame(&keys, due.len() as u32, &body);
+        (keys, frame)
     }
 
     fn apply(&mut self, keys: &[Vec<u8>], r: CallResult) -> Result<()> {
-        let bad = |e: String| Error::msg(format!("malformed result: {e}"));
-        let mut w = Reader::new(&r.state_writes);
-        while !r.state_writes.is_empty() && w_pos(&w) < r.state_writes.len() {
-            let key = w.u32().map_err(bad)? as usize;
-            let state = w.u32().map_err(bad)?;
-            let n = w.u32().map_err(bad)?;
-            let k = (state, keys[key].clone());
-            if n == NONE32 {
-                self.state.values.remove(&k);
-            } else {
-                let mut v = vec![0; n as usize];
-                for b in v.iter_mut() {
-                    *b = w.u8().map_err(bad)?;
-                }
-                self.state.values.insert(k, v);
-            }
+        let bad = |e: FrameError| Error::msg(format!("malformed result: {e}"));
+        let key = |i: u32| {
+            keys.get(i as usize)
+                .cloned()
+                .ok_or_else(|| Error::msg(format!("malformed result: no key index {i}")))
+        };
+        for w in state_writes(&r.state_writes) {
+            let w = w.map_err(bad)?;
+            let k = (w.state_index, key(w.key_index)?);
+            match w.value {
+                Some(v) => self.state.values.insert(k, v.to_vec()),
+                None => self.state.values.remove(&k),
+            };
         }
-        let mut t = Reader::new(&r.timer_ops);
-        while w_pos(&t) < r.timer_ops.len() {
-            let op = t.u8().map_err(bad)?;
-            let key = keys[t.u32().map_err(bad)? as usize].clone();
-            let ts = t.i64().map_err(bad)?;
-            let entry = (ts, op / 2, key);
-            if op % 2 == 0 {
-                self.timers.insert(entry);
-            } else {
+        for op in timer_ops(&r.timer_ops) {
+            let op = op.map_err(bad)?;
+            let entry = (op.timestamp, op.kind.domain().into(), key(op.key_index)?);
+            if op.kind.is_delete() {
                 self.timers.remove(&entry);
+            } else {
+                self.timers.insert(entry);
             }
         }
-        let mut o = Reader::new(&r.output);
-        while w_pos(&o) < r.output.len() {
-            let edge = o.u32().map_err(bad)?;
-            let ts = o.i64().map_err(bad)?;
-            let _key = o.opt_range().map_err(bad)?;
-            let value = o.bytes().map_err(bad)?.to_vec();
-            self.output
-                .push((format!("edge-{edge}"), (ts != NO_TS).then_some(ts), value));
+        for rec in output_records(&r.output) {
+            let rec = rec.map_err(bad)?;
+            self.output.push((
+                format!("edge-{}", rec.edge),
+                rec.timestamp,
+                rec.value.to_vec(),
+            ));
         }
         Ok(())
     }
@@ -281,28 +293,27 @@ impl<I: Data> Harness<I> {
     pub fn process(&mut self, value: I, timestamp: Option<i64>) -> Result<()> {
         // Encode the record as the upstream operator would (key included).
         let mut none = NativeState::default();
-        let mut cx = RunCx::new(&[], &mut none);
+        let mut cx = RunCx::new(&mut none);
         cx.ts = timestamp;
         self.input
             .element(value, &mut cx)
             .map_err(|f| Error::msg(f.message))?;
         let out = std::mem::take(&mut cx.out);
         drop(cx);
-        let mut r = Reader::new(&out);
-        let bad = |e: String| Error::msg(e);
-        let edge = r.u32().map_err(bad)?;
-        let ts = r.i64().map_err(bad)?;
-        let key = r.opt_range().map_err(bad)?;
-        let value = r.bytes().map_err(bad)?;
-        let key = key.map(|(s, l)| out[s as usize..(s + l) as usize].to_vec());
-        let keys: Vec<Vec<u8>> = key.into_iter().collect();
-        let mut frame = Vec::new();
-        self.key_table(&keys, &mut frame);
-        put_u32(&mut frame, 1);
-        put_u32(&mut frame, edge);
-        frame.extend_from_slice(&ts.to_le_bytes());
-        put_u32(&mut frame, if keys.is_empty() { NONE32 } else { 0 });
-        put_opt(&mut frame, Some(value));
+        let rec = output_records(&out)
+            .next()
+            .ok_or_else(|| Error::msg("the input writer wrote no record"))?
+            .map_err(|e| Error::msg(e.to_string()))?;
+        let keys: Vec<Vec<u8>> = rec.key.map(<[u8]>::to_vec).into_iter().collect();
+        let mut body = Vec::new();
+        ProcessRecord {
+            edge: rec.edge,
+            timestamp: rec.timestamp,
+            key_index: rec.key.map(|_| 0),
+            value: rec.value,
+        }
+        .write(&mut body);
+        let frame = self.keyed_frame(&keys, 1, &body);
         let r = Self::check(self.chain.process(
             &frame,
             self.watermark,
@@ -313,7 +324,7 @@ impl<I: Data> Harness<I> {
         self.apply(&keys, r)
     }
 
-    fn fire(&mut self, domain: u8, upto: i64) -> Result<()> {
+    fn fire(&mut self, domain: TimeDomain, upto: i64) -> Result<()> {
         // One timestamp at a time, as the host does: a callback may delete a later timer.
         loop {
             let next = self
@@ -331,25 +342,10 @@ impl<I: Data> Harness<I> {
             if due.is_empty() {
                 return Ok(());
             }
-            let mut keys: Vec<Vec<u8>> = Vec::new();
-            let mut body = Vec::new();
             for t in &due {
                 self.timers.remove(t);
-                let k = match keys.iter().position(|k| *k == t.2) {
-                    Some(k) => k,
-                    None => {
-                        keys.push(t.2.clone());
-                        keys.len() - 1
-                    }
-                };
-                put_u32(&mut body, k as u32);
-                body.push(domain);
-                body.extend_from_slice(&t.0.to_le_bytes());
             }
-            let mut frame = Vec::new();
-            self.key_table(&keys, &mut frame);
-            put_u32(&mut frame, due.len() as u32);
-            frame.extend_from_slice(&body);
+            let (keys, frame) = self.timers_frame(&due);
             let r = Self::check(self.chain.on_timers(
                 &frame,
                 self.watermark,
@@ -365,7 +361,7 @@ impl<I: Data> Harness<I> {
     pub fn advance_watermark(&mut self, watermark: i64) -> Result<()> {
         if watermark > self.watermark {
             self.watermark = watermark;
-            self.fire(0, watermark)?;
+            self.fire(TimeDomain::EventTime, watermark)?;
         }
         Ok(())
     }
@@ -374,7 +370,7 @@ impl<I: Data> Harness<I> {
     pub fn advance_processing_time(&mut self, now: i64) -> Result<()> {
         if now > self.processing_time {
             self.processing_time = now;
-            self.fire(1, now)?;
+            self.fire(TimeDomain::ProcessingTime, now)?;
         }
         Ok(())
     }
@@ -450,10 +446,6 @@ impl<I: Data> Harness<I> {
     }
 }
 
-fn w_pos(r: &Reader<'_>) -> usize {
-    r.position()
-}
-
 impl StreamEnv {
     /// An input stream fed by the test harness.
     fn harness_input<I: Data>(&self) -> DataStream<I> {
@@ -492,10 +484,21 @@ mod tests {
     fn a_timer_frame_with_an_unknown_domain_is_refused() {
         let mut h = Harness::new(|s: DataStream<u8>| s.key_by(|k: &u8| *k).process(Alarm)).unwrap();
         h.process(1, Some(5)).unwrap();
-        // As a broken host would send it: a domain byte that is neither 0 nor 1.
-        let timers = std::mem::take(&mut h.timers);
-        h.timers = timers.into_iter().map(|(ts, _, k)| (ts, 2, k)).collect();
-        let e = h.fire(2, 10).unwrap_err();
-        assert!(e.to_string().contains("unknown timer domain 2"), "{e}");
+        let due: Vec<_> = h.timers.iter().cloned().collect();
+        let (_, mut frame) = h.timers_frame(&due);
+        // As a broken host would send it: a domain byte that is neither 0 nor 1 (the last
+        // timer ends with `u8 domain, i64 timestamp`).
+        let at = frame.len() - 9;
+        assert_eq!(frame[at], weir_frame::DOMAIN_EVENT_TIME);
+        frame[at] = 2;
+        let f = h
+            .chain
+            .on_timers(&frame, 10, 0, &mut h.state, None)
+            .err()
+            .unwrap();
+        assert_eq!(
+            f.message,
+            format!("malformed on-timers frame: unknown timer domain at byte {at} (from the host)")
+        );
     }
 }

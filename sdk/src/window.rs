@@ -27,6 +27,7 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+use weir_frame::TimerOpKind;
 
 use crate::codec::{decode_postcard, encode_postcard, Data};
 use crate::process::{error_to_failure, StateTable};
@@ -419,11 +420,7 @@ where
     /// watermark is already past that (the window then fires per record, as in Flink), and
     /// one to purge it when the allowed lateness has passed.
     fn register(&self, cx: &mut RunCx<'_>, w: &TimeWindow, delete: bool) -> OpResult {
-        let base = match self.assigner.domain {
-            TimeDomain::EventTime => 0,
-            TimeDomain::ProcessingTime => 2,
-        };
-        let op = base + u8::from(delete);
+        let op = TimerOpKind::new(self.assigner.domain.into(), delete);
         let past =
             self.assigner.domain == TimeDomain::EventTime && w.max_timestamp() <= cx.watermark;
         if delete || !past {

@@ -1,141 +1,21 @@
 //! Byte frames that carry records, state and timers across the Wasm boundary.
 //!
-//! The layouts are part of the WIT contract and specified in
-//! `host/docs/design/0001-wit-contract.md`. All integers are little-endian. Frames coming
-//! from a guest are untrusted: every reader here checks bounds and reports a [`FrameError`]
-//! instead of panicking.
+//! The layouts belong to the crate `weir-frame` (`wit/codec/`), which the guest SDK uses
+//! too; they are described byte by byte, with golden examples, in `wit/frames/`. This module
+//! re-exports that crate and adds the host's own layers on top of it: [`RecordBatch`] (the
+//! batches tasks exchange) and [`FrameBuilder`] (`process` and `on-timers` frames with
+//! deduplicated keys and prefetched value state). Frames coming from a guest are untrusted:
+//! every reader checks bounds and reports a [`FrameError`] instead of panicking.
 
-/// `u32` marker for "absent" (no key, no value, state cleared).
-pub const NONE32: u32 = u32::MAX;
-/// Timestamp marker for "no timestamp".
-pub const NO_TS: i64 = i64::MIN;
+pub use weir_frame::*;
 
-/// A guest sent a frame that does not follow the layout.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed {what} frame from the guest: {reason} at byte {offset}")]
-pub struct FrameError {
-    /// Which frame.
-    pub what: &'static str,
-    /// What was wrong.
-    pub reason: &'static str,
-    /// Where.
-    pub offset: usize,
-}
+/// One record as it travels between tasks (an `output` frame entry).
+pub use weir_frame::OutputRecord as RecordRef;
 
-/// A bounds-checked little-endian reader.
-#[derive(Debug, Clone)]
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    what: &'static str,
-}
+/// Reads records in the output layout; yields an error (once) on a malformed frame.
+pub type OutputIter<'a> = Entries<'a, RecordRef<'a>>;
 
-impl<'a> Reader<'a> {
-    /// Reads `buf`, naming it `what` in errors.
-    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
-        Reader { buf, pos: 0, what }
-    }
-
-    /// Whether everything was read.
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-
-    /// Current offset.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    fn err(&self, reason: &'static str) -> FrameError {
-        FrameError {
-            what: self.what,
-            reason,
-            offset: self.pos,
-        }
-    }
-
-    /// The next `n` bytes.
-    #[inline]
-    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| self.err("truncated"))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// A `u8`.
-    #[inline]
-    pub fn u8(&mut self) -> Result<u8, FrameError> {
-        Ok(self.bytes(1)?[0])
-    }
-
-    /// A `u32`.
-    #[inline]
-    pub fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_le_bytes(
-            self.bytes(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    /// An `i64`.
-    #[inline]
-    pub fn i64(&mut self) -> Result<i64, FrameError> {
-        Ok(i64::from_le_bytes(
-            self.bytes(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-
-    /// A `u32` length followed by that many bytes, or `None` for [`NONE32`].
-    #[inline]
-    pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, FrameError> {
-        match self.u32()? {
-            NONE32 => Ok(None),
-            n => self.bytes(n as usize).map(Some),
-        }
-    }
-
-    /// A `u32` length followed by that many bytes.
-    #[inline]
-    pub fn len_bytes(&mut self) -> Result<&'a [u8], FrameError> {
-        self.opt_bytes()?.ok_or_else(|| self.err("missing bytes"))
-    }
-}
-
-#[inline]
-fn put_u32(buf: &mut Vec<u8>, v: u32) {
-    buf.extend_from_slice(&v.to_le_bytes());
-}
-
-#[inline]
-fn put_opt_bytes(buf: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        Some(b) => {
-            put_u32(buf, b.len() as u32);
-            buf.extend_from_slice(b);
-        }
-        None => put_u32(buf, NONE32),
-    }
-}
-
-/// One record as it travels between tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordRef<'a> {
-    /// Plan edge the record travels on.
-    pub edge: u32,
-    /// Event timestamp.
-    pub timestamp: Option<i64>,
-    /// Key bytes, on keyed edges.
-    pub key: Option<&'a [u8]>,
-    /// The record's encoded value.
-    pub value: &'a [u8],
-}
-
-/// Records in the output layout: `{ u32 edge, i64 ts, u32 key_len|NONE32, key, u32 len, value }`.
+/// Records in the `output` layout ([`RecordRef`]), counted.
 ///
 /// This is what a guest returns in `batch-result.output` and what the host sends between
 /// tasks, so a guest's output can be forwarded without re-encoding.
@@ -157,11 +37,7 @@ impl RecordBatch {
     /// Appends a record.
     #[inline]
     pub fn push(&mut self, r: RecordRef<'_>) {
-        put_u32(&mut self.bytes, r.edge);
-        self.bytes
-            .extend_from_slice(&r.timestamp.unwrap_or(NO_TS).to_le_bytes());
-        put_opt_bytes(&mut self.bytes, r.key);
-        put_opt_bytes(&mut self.bytes, Some(r.value));
+        r.write(&mut self.bytes);
         self.len += 1;
     }
 
@@ -180,6 +56,11 @@ impl RecordBatch {
         self.bytes.len()
     }
 
+    /// The batch as an `output` frame.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The records (the batch was built by the host, so it is well formed).
     pub fn iter(&self) -> OutputIter<'_> {
         OutputIter::new(&self.bytes)
@@ -189,49 +70,6 @@ impl RecordBatch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.len = 0;
-    }
-}
-
-/// Reads records in the output layout; yields an error (once) on a malformed frame.
-#[derive(Debug, Clone)]
-pub struct OutputIter<'a> {
-    r: Reader<'a>,
-    failed: bool,
-}
-
-impl<'a> OutputIter<'a> {
-    /// Reads the `output` frame of a batch result.
-    pub fn new(buf: &'a [u8]) -> Self {
-        OutputIter {
-            r: Reader::new(buf, "output"),
-            failed: false,
-        }
-    }
-
-    fn read(&mut self) -> Result<RecordRef<'a>, FrameError> {
-        let edge = self.r.u32()?;
-        let ts = self.r.i64()?;
-        let key = self.r.opt_bytes()?;
-        let value = self.r.len_bytes()?;
-        Ok(RecordRef {
-            edge,
-            timestamp: (ts != NO_TS).then_some(ts),
-            key,
-            value,
-        })
-    }
-}
-
-impl<'a> Iterator for OutputIter<'a> {
-    type Item = Result<RecordRef<'a>, FrameError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.r.is_empty() {
-            return None;
-        }
-        let r = self.read();
-        self.failed = r.is_err();
-        Some(r)
     }
 }
 
@@ -268,8 +106,9 @@ pub struct ValueSlots<'a> {
 
 impl ValueSlots<'_> {
     /// The next value state's current value, or `None` if it has none.
+    #[inline]
     pub fn put(&mut self, value: Option<&[u8]>) {
-        put_opt_bytes(self.buf, value);
+        write_value(self.buf, value);
     }
 }
 
@@ -304,7 +143,7 @@ impl FrameBuilder {
             return i;
         }
         let i = self.key_count;
-        put_opt_bytes(&mut self.table, Some(key));
+        write_key(&mut self.table, key);
         prefetch(&mut ValueSlots {
             buf: &mut self.table,
         });
@@ -323,21 +162,28 @@ impl FrameBuilder {
     /// Appends a record to a `process` frame.
     #[inline]
     pub fn record(&mut self, edge: u32, key_index: Option<u32>, ts: Option<i64>, value: &[u8]) {
-        let b = &mut self.body;
-        b.reserve(20 + value.len());
-        b.extend_from_slice(&edge.to_le_bytes());
-        b.extend_from_slice(&ts.unwrap_or(NO_TS).to_le_bytes());
-        b.extend_from_slice(&key_index.unwrap_or(NONE32).to_le_bytes());
-        b.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        b.extend_from_slice(value);
+        ProcessRecord {
+            edge,
+            timestamp: ts,
+            key_index,
+            value,
+        }
+        .write(&mut self.body);
         self.body_count += 1;
     }
 
     /// Appends a timer to an `on-timers` frame.
     pub fn timer(&mut self, key_index: u32, processing_time: bool, ts: i64) {
-        put_u32(&mut self.body, key_index);
-        self.body.push(u8::from(processing_time));
-        self.body.extend_from_slice(&ts.to_le_bytes());
+        Timer {
+            key_index,
+            domain: if processing_time {
+                TimeDomain::ProcessingTime
+            } else {
+                TimeDomain::EventTime
+            },
+            timestamp: ts,
+        }
+        .write(&mut self.body);
         self.body_count += 1;
     }
 
@@ -350,11 +196,13 @@ impl FrameBuilder {
     /// [`FrameBuilder::key_at`] until [`FrameBuilder::clear`].
     pub fn finish_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(8 + self.table.len() + self.body.len());
-        put_u32(out, self.key_count);
-        out.extend_from_slice(&self.table);
-        put_u32(out, self.body_count);
-        out.extend_from_slice(&self.body);
+        write_keyed_frame(
+            out,
+            self.key_count,
+            &self.table,
+            self.body_count,
+            &self.body,
+        );
     }
 
     /// Writes a `process` frame straight from a batch whose records carry no key: for such
@@ -362,10 +210,7 @@ impl FrameBuilder {
     /// strips keys from records on every edge that is not hash-partitioned.)
     pub fn unkeyed_frame(batch: &RecordBatch, out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(8 + batch.bytes.len());
-        put_u32(out, 0);
-        put_u32(out, batch.len as u32);
-        out.extend_from_slice(&batch.bytes);
+        write_unkeyed_process_frame(out, batch.len as u32, &batch.bytes);
     }
 
     /// Empties the builder for the next frame, keeping its allocations.
@@ -378,94 +223,6 @@ impl FrameBuilder {
         self.body.clear();
         self.body_count = 0;
     }
-}
-
-/// A value-state write from a batch result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateWrite<'a> {
-    /// Index in the call's key table.
-    pub key_index: u32,
-    /// Index of the state in the head node's descriptors.
-    pub state_index: u32,
-    /// New value, or `None` to clear.
-    pub value: Option<&'a [u8]>,
-}
-
-/// Reads a `state-writes` frame.
-pub fn state_writes(buf: &[u8]) -> impl Iterator<Item = Result<StateWrite<'_>, FrameError>> {
-    let mut r = Reader::new(buf, "state-writes");
-    let mut failed = false;
-    std::iter::from_fn(move || {
-        if failed || r.is_empty() {
-            return None;
-        }
-        let w = (|| {
-            Ok(StateWrite {
-                key_index: r.u32()?,
-                state_index: r.u32()?,
-                value: r.opt_bytes()?,
-            })
-        })();
-        failed = w.is_err();
-        Some(w)
-    })
-}
-
-/// What a timer op asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerOpKind {
-    /// Register an event-time timer.
-    RegisterEventTime,
-    /// Delete an event-time timer.
-    DeleteEventTime,
-    /// Register a processing-time timer.
-    RegisterProcessingTime,
-    /// Delete a processing-time timer.
-    DeleteProcessingTime,
-}
-
-/// A timer op from a batch result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerOp {
-    /// What to do.
-    pub kind: TimerOpKind,
-    /// Index in the call's key table.
-    pub key_index: u32,
-    /// Timer timestamp.
-    pub timestamp: i64,
-}
-
-/// Reads a `timer-ops` frame.
-pub fn timer_ops(buf: &[u8]) -> impl Iterator<Item = Result<TimerOp, FrameError>> + '_ {
-    let mut r = Reader::new(buf, "timer-ops");
-    let mut failed = false;
-    std::iter::from_fn(move || {
-        if failed || r.is_empty() {
-            return None;
-        }
-        let op = (|| {
-            let kind = match r.u8()? {
-                0 => TimerOpKind::RegisterEventTime,
-                1 => TimerOpKind::DeleteEventTime,
-                2 => TimerOpKind::RegisterProcessingTime,
-                3 => TimerOpKind::DeleteProcessingTime,
-                _ => {
-                    return Err(FrameError {
-                        what: "timer-ops",
-                        reason: "unknown timer op",
-                        offset: r.position() - 1,
-                    })
-                }
-            };
-            Ok(TimerOp {
-                kind,
-                key_index: r.u32()?,
-                timestamp: r.i64()?,
-            })
-        })();
-        failed = op.is_err();
-        Some(op)
-    })
 }
 
 #[cfg(test)]
