@@ -15,6 +15,7 @@
 
 pub mod frame;
 mod keygroup;
+pub mod logs;
 mod plan;
 mod time;
 

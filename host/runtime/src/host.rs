@@ -36,7 +36,7 @@ pub(crate) struct TaskData {
     /// Set when a host state call failed in the backend.
     pub state_failure: Option<weir_state::StateError>,
     /// The job's allowance of log lines.
-    pub logs: std::sync::Arc<crate::logs::LogBudget>,
+    pub logs: std::sync::Arc<weir_core::logs::LogBudget>,
 }
 
 impl TaskData {
@@ -207,8 +207,8 @@ impl Host for TaskData {
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         let task = self.label.as_str();
         let dropped = match self.logs.admit() {
-            crate::logs::Admit::Write { dropped } => dropped,
-            crate::logs::Admit::Drop { first } => {
+            weir_core::logs::Admit::Write { dropped } => dropped,
+            weir_core::logs::Admit::Drop { first } => {
                 if first {
                     tracing::warn!(target: "weir::guest", task, "guest log lines dropped: over the job's rate of log lines");
                 }
@@ -218,7 +218,7 @@ impl Host for TaskData {
         if dropped > 0 {
             tracing::warn!(target: "weir::guest", task, dropped, "guest log lines dropped before this one");
         }
-        let message = crate::logs::one_line(&message);
+        let message = weir_core::logs::one_line(&message);
         match level {
             LogLevel::Trace => tracing::trace!(target: "weir::guest", task, "{message}"),
             LogLevel::Debug => tracing::debug!(target: "weir::guest", task, "{message}"),

@@ -23,9 +23,8 @@ mod chain;
 mod error;
 mod host;
 mod loader;
-mod logs;
 
 pub use chain::{BatchResult, CallContext, GuestChain, GuestUsage, PollResult};
 pub use error::{GuestError, LoadError};
 pub use loader::{ChainSpec, JobComponent, Runtime, RuntimeConfig, SUPPORTED_WIT};
-pub use logs::{one_line, Admit, LogBudget};
+pub use weir_core::logs::{one_line, Admit, LogBudget};

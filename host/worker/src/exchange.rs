@@ -313,11 +313,6 @@ impl InputGate {
         self.aligned && self.barrier.as_ref().is_some_and(|(_, arrived)| arrived[i])
     }
 
-    /// The combined watermark.
-    pub fn watermark(&self) -> Watermark {
-        self.current
-    }
-
     /// Min over active channels; ended channels count as +inf, idle ones are skipped.
     fn combine(&mut self) -> Option<Input> {
         let mut min = None::<Watermark>;

@@ -21,15 +21,16 @@
 #![deny(missing_docs)]
 
 mod attempt;
-pub mod checkpoint;
-pub mod connectors;
+mod checkpoint;
 mod control;
 mod error;
-pub mod events;
-pub mod exchange;
-pub mod paths;
-pub mod plan;
+mod events;
+mod exchange;
+mod plan;
 mod task;
+
+use weir_connectors as connectors;
+use weir_connectors::paths;
 
 use std::fmt;
 use std::sync::Arc;
@@ -394,6 +395,16 @@ fn wait_unless_cancelled(
             default(left) => {}
         }
     }
+}
+
+/// The tasks (threads) a job of this graph runs: its operators chained into vertices, times
+/// their parallelism.
+pub fn task_count(graph: &JobGraph) -> u32 {
+    ExecutionPlan::new(graph)
+        .vertices
+        .iter()
+        .map(|v| v.parallelism)
+        .sum()
 }
 
 /// A job id from a job name: letters, digits, `-` and `_`.

@@ -29,11 +29,6 @@ impl Vertex {
         self.nodes()[0]
     }
 
-    /// The last node.
-    pub fn tail(&self) -> usize {
-        *self.nodes().last().expect("a vertex is never empty")
-    }
-
     /// A display name: the chained node names joined by arrows.
     pub fn name(&self, graph: &JobGraph) -> String {
         self.nodes()

@@ -22,7 +22,8 @@ use crate::job::*;
 use crate::taskmanager::{
     Deployment, Registration, TaskManager, TaskManagerCommand, TaskManagerMessage,
 };
-use weir_worker::{paths, JobCommand};
+use weir_connectors::paths;
+use weir_worker::JobCommand;
 
 /// A tenant's disk use is measured against its quota after checkpoints at most this often.
 const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(2);

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_connectors::paths;
 use weir_core::{JobGraph, NodeKind};
 use weir_worker::{
-    paths, CheckpointConfig, CheckpointMode, JobOptions, RestartStrategy, StateBackendKind,
+    CheckpointConfig, CheckpointMode, JobOptions, RestartStrategy, StateBackendKind,
 };
 
 use super::{push_exception, JobManager, JobRecord};
@@ -247,11 +248,7 @@ impl JobManager {
         };
         let slots = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
         admit_slots(tenant, slots, self.slots())?;
-        let tasks: u32 = weir_worker::plan::ExecutionPlan::new(&graph)
-            .vertices
-            .iter()
-            .map(|v| v.parallelism)
-            .sum();
+        let tasks = weir_worker::task_count(&graph);
         let max_tasks = self.inner.config.server.max_tasks_per_job;
         if tasks > max_tasks {
             return Err(ClusterError::quota(format!(

@@ -10,7 +10,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use serde_json::{json, Value};
 use weir_core::Connector;
 
-use weir_runtime::{Admit, LogBudget};
+use weir_core::logs::{Admit, LogBudget};
 
 use super::{ConnectorError, SinkWriter};
 use crate::paths::{self, Anchored};
@@ -261,7 +261,7 @@ impl SinkWriter for FileSink {
 ///
 /// In a session cluster standard output is the server's, shared by every job: there each
 /// record is kept on one line (control characters escaped) and a job prints at most its
-/// share of lines ([`weir_runtime::LogBudget`]); the others are counted as written and
+/// share of lines ([`weir_core::logs::LogBudget`]); the others are counted as written and
 /// dropped, and the next line printed says how many.
 pub struct PrintSink {
     prefix: String,
@@ -310,7 +310,13 @@ impl SinkWriter for PrintSink {
                     .map_err(io)?;
                 }
                 let text = String::from_utf8_lossy(value);
-                writeln!(self.out, "{}{}", self.prefix, weir_runtime::one_line(&text)).map_err(io)
+                writeln!(
+                    self.out,
+                    "{}{}",
+                    self.prefix,
+                    weir_core::logs::one_line(&text)
+                )
+                .map_err(io)
             }
             Admit::Drop { .. } => Ok(()),
         }

@@ -1,13 +1,17 @@
 //! Connectors built into the host: `datagen` and `file` sources; `file`, `print` and
-//! `blackhole` sinks.
+//! `blackhole` sinks — and the rules of which files a tenant's connectors may use
+//! ([`paths`]). Connectors know nothing of guests or tasks: a task gives a source reader a
+//! place to put record batches and gives a sink writer the batches to write.
 //!
 //! File connectors open their files beneath the allowed directory their path lies in (a
 //! tenant's `allowed_paths`, given to the `*_within` functions; see [`crate::paths`]), and
 //! follow no symlink once their path is anchored. The other functions (local runs) anchor
 //! the path beneath `/` as it resolves when they are called.
+#![deny(missing_docs)]
 
 mod datagen;
 mod file;
+pub mod paths;
 mod sinks;
 
 use std::path::PathBuf;
@@ -246,7 +250,7 @@ pub fn open_sink_within(
     subtask: u32,
     parallelism: u32,
     allowed: Option<&[PathBuf]>,
-    shared_output: Option<Arc<weir_runtime::LogBudget>>,
+    shared_output: Option<Arc<weir_core::logs::LogBudget>>,
 ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
     match c.name.as_str() {
         "file" => Ok(Box::new(FileSink::new(c, subtask, allowed)?)),
