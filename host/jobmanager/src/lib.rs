@@ -26,6 +26,7 @@ mod error;
 pub mod job;
 pub mod metrics;
 pub mod taskmanager;
+pub mod upgrade;
 
 pub use auth::Principal;
 pub use cluster::{ClusterOverview, JobManager, TaskManagerInfo};
