@@ -72,10 +72,7 @@ impl HttpConfig {
         where
             T::Err: std::fmt::Display,
         {
-            if let Some(v) = env(name) {
-                *into = v.parse().map_err(|e| format!("{name}='{v}': {e}"))?;
-            }
-            Ok(())
+            weir_jobmanager::config::from_env(env, name, into).map_err(|e| e.to_string())
         }
         parse(&env, "WEIR_REST_ADDRESS", &mut c.rest_address)?;
         parse(&env, "WEIR_MAX_REQUEST_BYTES", &mut c.max_request_bytes)?;

@@ -329,43 +329,46 @@ impl ClusterConfig {
     }
 }
 
+/// Sets `into` from the environment variable `name` when it is set (every part of the server
+/// reads its `WEIR_*` settings this way); a value that does not parse is named in the error.
+pub fn from_env<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    into: &mut T,
+) -> Result<(), ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(v) = env(name) {
+        *into = v
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("{name}='{v}': {e}")))?;
+    }
+    Ok(())
+}
+
 impl ServerConfig {
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(
-            env: &impl Fn(&str) -> Option<String>,
-            name: &str,
-            into: &mut T,
-        ) -> Result<(), ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            if let Some(v) = env(name) {
-                *into = v
-                    .parse()
-                    .map_err(|e| ConfigError::Invalid(format!("{name}='{v}': {e}")))?;
-            }
-            Ok(())
-        }
-        parse(env, "WEIR_SLOTS", &mut self.slots)?;
-        parse(env, "WEIR_DATA_DIR", &mut self.data_dir)?;
-        parse(env, "WEIR_CALL_TIMEOUT_MS", &mut self.call_timeout_ms)?;
-        parse(
+        from_env(env, "WEIR_SLOTS", &mut self.slots)?;
+        from_env(env, "WEIR_DATA_DIR", &mut self.data_dir)?;
+        from_env(env, "WEIR_CALL_TIMEOUT_MS", &mut self.call_timeout_ms)?;
+        from_env(
             env,
             "WEIR_MAX_CALL_OUTPUT_BYTES",
             &mut self.max_call_output_bytes,
         )?;
-        parse(
+        from_env(
             env,
             "WEIR_SAVEPOINT_ON_SHUTDOWN",
             &mut self.savepoint_on_shutdown,
         )?;
-        parse(
+        from_env(
             env,
             "WEIR_SHUTDOWN_TIMEOUT_MS",
             &mut self.shutdown_timeout_ms,
         )?;
-        parse(env, "WEIR_MAX_TASKS_PER_JOB", &mut self.max_tasks_per_job)?;
-        parse(
+        from_env(env, "WEIR_MAX_TASKS_PER_JOB", &mut self.max_tasks_per_job)?;
+        from_env(
             env,
             "WEIR_STATE_MEMORY_BUDGET_BYTES",
             &mut self.state_memory_budget_bytes,
