@@ -249,13 +249,21 @@ impl Coordinator<'_> {
 
     /// Every task acknowledged `p`: completes it. `Some(Stopped)` when it was the savepoint
     /// to stop with.
-    fn acknowledged(&mut self, round: &mut Round, p: Pending) -> Result<Option<Outcome>, JobError> {
+    fn acknowledged(
+        &mut self,
+        round: &mut Round,
+        mut p: Pending,
+    ) -> Result<Option<Outcome>, JobError> {
         let id = p.barrier.id;
         // A savepoint the job goes on after has no side effects: its transactions stay
         // pending until the next checkpoint (a restart from an earlier checkpoint would
         // otherwise replay what it made visible).
         let commits = !p.barrier.savepoint || p.stop;
-        let parts: Vec<Part> = p.acks.iter().flatten().flatten().cloned().collect();
+        let parts: Vec<Part> = std::mem::take(&mut p.acks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
         match self.complete(&p.barrier, parts.into_iter(), false, commits) {
             Ok(()) => {
                 round.failures = 0;
